@@ -1,0 +1,33 @@
+# tpdump — developer entry points. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test check lint typecheck bench soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m tpdump demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check tpdump tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict tpdump
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(PY) bench/fanout.py
+
+clean:
+	rm -rf $(VENV) dumps build *.egg-info

@@ -1,0 +1,43 @@
+"""The command line: explain, usage errors with exit 2, --print-config."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tpdump.cli import main
+
+
+def test_explain_known_and_unknown(capsys) -> None:  # type: ignore[no-untyped-def]
+    """`tpdump explain TPD200` prints the explanation; an unknown code exits 2."""
+    assert main(["explain", "tpd200"]) == 0
+    assert "connection refused" in capsys.readouterr().out
+    assert main(["explain", "TPD999999"]) == 2
+
+
+def test_bad_flag_value_exits_2(capsys) -> None:  # type: ignore[no-untyped-def]
+    """A bad number or an unknown flag is a usage error (exit 2)."""
+    assert main(["cluster", "--concurrency", "many"]) == 2
+    assert main(["cluster", "--no-such-flag"]) == 2
+
+
+def test_missing_proxy_is_a_usage_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Without --proxy (or targets) tpdump says what is missing and exits 2."""
+    assert main(["cluster", "--auth-server", "x:3025", "-o", str(tmp_path)]) == 2
+    assert "--proxy" in capsys.readouterr().err
+
+
+def test_print_config_shows_merged_settings(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """--print-config shows profile defaults overridden by the file and flags."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("concurrency: 5\nproxy: p:3023\n")
+    assert main(["cluster", "--config", str(cfg), "--node-timeout", "7",
+                 "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "concurrency: 5" in out and "node_timeout: 7.0" in out and "proxy: p:3023" in out
+
+
+def test_python_dash_m() -> None:
+    """`python -m tpdump` runs the same command line."""
+    done = subprocess.run([sys.executable, "-m", "tpdump", "explain", "TPD203"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "host key" in done.stdout

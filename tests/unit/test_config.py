@@ -1,0 +1,61 @@
+"""Settings: profile < config file < flags; every bad value is a clear UsageError."""
+
+from pathlib import Path
+
+import pytest
+
+from tpdump.config import PROFILES, load_file, parse_size, resolve
+from tpdump.errors import UsageError
+
+
+def test_precedence(tmp_path: Path) -> None:
+    """Flags override the file, the file overrides the profile."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("concurrency: 7\nnode_timeout: 9\nssh_key: keys/id\nprofile: speed\n")
+    values = load_file(str(cfg))
+    s = resolve(values, {"concurrency": 3})
+    assert s.concurrency == 3
+    assert s.node_timeout == 9.0
+    assert s.connect_timeout == PROFILES["speed"]["connect_timeout"]
+    assert s.ssh_key == str(tmp_path / "keys/id")  # relative to the file
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("concurrency: -1\n", "concurrency"),
+    ("bogus_option: 1\n", "bogus_option"),
+    ("node_timeout: soon\n", "node_timeout"),
+    ("targets: [a, b]\n", "targets"),
+    ("- just a list\n", "mapping"),
+    ("a: [\n", "YAML"),
+])
+def test_bad_config_names_the_option(tmp_path: Path, text: str, needle: str) -> None:
+    """A bad config file is rejected with the option named."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(UsageError) as err:
+        load_file(str(cfg))
+    assert needle in str(err.value)
+    assert err.value.exit_code == 2
+
+
+def test_bad_profile_and_forbidden_kind() -> None:
+    """Unknown profiles and the `all` kind are refused."""
+    with pytest.raises(UsageError, match="profile"):
+        resolve({}, {"profile": "turbo"})
+    with pytest.raises(UsageError, match="all"):
+        resolve({}, {"include_kinds": "node,all"})
+
+
+def test_sizes() -> None:
+    """Sizes accept SI and IEC units."""
+    assert parse_size("5MB", "x") == 5_000_000
+    assert parse_size("512KiB", "x") == 512 * 1024
+    assert parse_size(10, "x") == 10
+    with pytest.raises(UsageError):
+        parse_size("lots", "x")
+
+
+def test_kinds_selection() -> None:
+    """--include-kinds and --exclude-kinds select tctl kinds."""
+    s = resolve({}, {"include_kinds": "node,role,user", "exclude_kinds": "user"})
+    assert s.kinds() == ("node", "role")

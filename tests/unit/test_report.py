@@ -1,0 +1,61 @@
+"""The report: errors aggregated by code, the verdict and exit code, the three renderings."""
+
+from tpdump.discovery import Instance
+from tpdump.errors import ExitCode, Problem
+from tpdump.report import RunFacts, aggregate, build, render_html, render_text, summary_lines
+from tpdump.results import NodeResult, NodeStatus
+
+
+def node(name: str, status: NodeStatus, code: str | None = None) -> NodeResult:
+    r = NodeResult(Instance(uuid=f"uuid-{name}", hostname=name, services={"node"}))
+    r.status = status
+    if code:
+        r.fail(code, "x", f"detail of {name}")
+    return r
+
+
+def facts(**kw: object) -> RunFacts:
+    base = {"cluster": "acme", "started": 1.7e9, "finished": 1.7e9 + 5, "command": "tpdump",
+            "settings": {}}
+    base.update(kw)
+    return RunFacts(**base)  # type: ignore[arg-type]
+
+
+def test_aggregate_groups_by_code() -> None:
+    """27 refused nodes are one line with 27 targets."""
+    problems = [Problem("TPD200", f"n{i}", "refused") for i in range(27)]
+    problems.append(Problem("TPD203", "bad", "key"))
+    groups = aggregate(problems)
+    assert groups[0]["code"] == "TPD200" and groups[0]["count"] == 27
+    assert groups[1]["count"] == 1
+
+
+def test_verdicts_and_exit_codes() -> None:
+    """complete → 0, a failed node → 1, interrupted → 130, fatal → 3."""
+    ok = [node("a", NodeStatus.OK)]
+    assert build(facts(), ok)["exit_code"] == ExitCode.COMPLETE
+    bad = [*ok, node("b", NodeStatus.FAILED, "TPD200")]
+    report = build(facts(), bad)
+    assert report["verdict"] == "INCOMPLETE" and report["exit_code"] == 1
+    assert build(facts(interrupted=True), ok)["exit_code"] == 130
+    assert build(facts(fatal="TPD100: down"), [])["exit_code"] == 3
+
+
+def test_no_ssh_and_unsupported_kinds_do_not_make_it_incomplete() -> None:
+    """Warnings (no SSH service, kinds the version lacks) leave the dump complete."""
+    nodes = [node("a", NodeStatus.OK), node("auth", NodeStatus.SKIPPED, "TPD207")]
+    objects = {"windows_desktop_service": {"status": "failed", "code": "TPD102",
+                                           "class": "unsupported", "message": "x"}}
+    assert build(facts(objects=objects), nodes)["verdict"] == "complete"
+
+
+def test_renderings_mention_codes_and_targets() -> None:
+    """report.txt, the summary and readme.html carry the codes, counts and explanations."""
+    nodes = [node(f"web-{i}", NodeStatus.FAILED, "TPD200") for i in range(8)]
+    report = build(facts(redactions={"join token": 3}), nodes)
+    summary = "\n".join(summary_lines(report))
+    assert "TPD200 8 targets: connection refused (web-0" in summary and "+3" in summary
+    text = render_text(report)
+    assert "join token: 3" in text and "INCOMPLETE" in text
+    page = render_html(report)
+    assert "nothing listens" in page and "<script" not in page and "http" not in page.lower()

@@ -1,0 +1,191 @@
+"""The command line: `tpdump cluster | explain | sim | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import yaml
+
+from tpdump import __version__
+from tpdump.config import PROFILES, Settings, load_file, resolve
+from tpdump.errors import CODES, ExitCode, TpdumpError, UsageError, explain
+from tpdump.logs import configure
+
+# (flag, dest, help); dest is the Settings field. Every default is in the profile table.
+_VALUE_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("--auth-server",), "auth_server", "auth API address for tctl (proxy:443 or auth:3025)"),
+    (("-i", "--identity"), "identity", "tctl identity file (tctl auth sign --format=file)"),
+    (("--tctl",), "tctl", "path of the tctl executable (default: tctl on PATH)"),
+    (("--proxy",), "proxy", "the proxy's SSH address used as jump host (HOST:3023)"),
+    (("--ssh-user",), "ssh_user", "SSH login on the nodes (a principal of the certificate)"),
+    (("--ssh-key",), "ssh_key", "OpenSSH private key; KEY-cert.pub is its certificate"),
+    (("--known-hosts",), "known_hosts", "known_hosts with the cluster host CA "
+                                        "(@cert-authority line)"),
+    (("--ssh-config",), "ssh_config", "an OpenSSH client config (e.g. `tsh config` output)"),
+    (("--cluster-name",), "cluster_name", "name used for the archive (default: from tctl)"),
+    (("--nodes",), "nodes", "only these nodes: comma-separated globs on hostname or UUID"),
+    (("--exclude-nodes",), "exclude_nodes", "skip these nodes (globs on hostname or UUID)"),
+    (("--include-kinds",), "include_kinds", "only these tctl kinds (comma-separated)"),
+    (("--exclude-kinds",), "exclude_kinds", "skip these tctl kinds (comma-separated)"),
+    (("--profile",), "profile", f"defaults: {', '.join(PROFILES)} (see README)"),
+    (("--concurrency",), "concurrency", "nodes collected at once"),
+    (("--connect-timeout",), "connect_timeout", "seconds to set up one node's SSH session"),
+    (("--node-timeout",), "node_timeout", "seconds for one whole node"),
+    (("--item-timeout",), "item_timeout", "seconds for one item (file or command) on a node"),
+    (("--timeout",), "timeout", "seconds for the whole run; then the archive is finished"),
+    (("--tctl-concurrency",), "tctl_concurrency", "tctl calls at once (be gentle on auth)"),
+    (("--tctl-timeout",), "tctl_timeout", "seconds for one tctl call"),
+    (("--preflight-timeout",), "preflight_timeout", "seconds for the preflight checks"),
+    (("--max-output",), "max_output", "byte cap of one item's output (e.g. 8MB)"),
+    (("-o", "--output"), "output", "archive path, or a directory to put it in"),
+    (("--log-format",), "log_format", "console or json"),
+)
+_INT = {"concurrency", "tctl_concurrency"}
+_FLOAT = {"connect_timeout", "node_timeout", "item_timeout", "timeout", "tctl_timeout",
+          "preflight_timeout"}
+
+
+def _number(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
+    return parse
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML file of options (flags override it)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective settings and exit")
+    for flags, dest, text in _VALUE_FLAGS:
+        kind = int if dest in _INT else float if dest in _FLOAT else str
+        p.add_argument(*flags, dest=dest, default=None, help=text,
+                       type=_number(kind) if kind is not str else str)
+    p.add_argument("--insecure-accept-any-host-key", dest="insecure_accept_any_host_key",
+                   action="store_true", default=None,
+                   help="DANGEROUS: do not verify node host keys")
+    p.add_argument("-q", "--quiet", dest="quiet", action="store_true", default=None,
+                   help="no progress output")
+    p.add_argument("-v", "--verbose", dest="verbose", action="store_true", default=None,
+                   help="log every step on stderr")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="tpdump", description="Support dumps of Teleport clusters: one command, "
+        "one archive. Exit codes: 0 complete, 1 incomplete, 2 usage, 3 fatal, "
+        "130 interrupted.")
+    top.add_argument("--version", action="version", version=f"tpdump {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    cluster = sub.add_parser("cluster", help="dump every agent of a cluster",
+                             description="Enumerate every agent through the auth API (tctl), "
+                             "collect each over SSH, write one archive with a report.")
+    _add_run_options(cluster)
+    exp = sub.add_parser("explain", help="the long explanation of an error code")
+    exp.add_argument("code", nargs="?", help="e.g. TPD200; without it, list every code")
+    demo = sub.add_parser("demo", help="start a simulated cluster and dump it")
+    demo.add_argument("--scenario", help="scenario file (default: the built-in demo)")
+    demo.add_argument("-o", "--output", default=None, help="where to write the archive")
+    demo.add_argument("-q", "--quiet", action="store_true")
+    sub.add_parser("sim", help="run a simulated cluster from a scenario (see docs/scenario.md)",
+                   add_help=False)
+    return top
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    file_values = load_file(args.config) if args.config else {}
+    flags = {dest: getattr(args, dest) for _, dest, _ in _VALUE_FLAGS}
+    for dest in ("insecure_accept_any_host_key", "quiet", "verbose"):
+        flags[dest] = getattr(args, dest)
+    return resolve(file_values, flags)
+
+
+def cmd_cluster(settings: Settings, command: str) -> int:
+    from tpdump.report import summary_lines
+    from tpdump.runner import run_cluster
+
+    run_log = configure(verbose=settings.verbose, quiet=settings.quiet, fmt=settings.log_format)
+    outcome = anyio.run(run_cluster, settings, run_log, command)
+    print(f"archive: {outcome.archive}")
+    if outcome.report:
+        for line in summary_lines(outcome.report):
+            print(line)
+    return int(outcome.exit_code)
+
+
+def cmd_explain(code: str | None) -> int:
+    if code is None:
+        for c in CODES.values():
+            print(f"{c.code}  {c.severity:<7}  {c.title}")
+        return 0
+    found = explain(code)
+    if found is None:
+        print(f"tpdump: unknown code {code!r}; `tpdump explain` lists them", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    print(f"{found.code} ({found.severity}): {found.title}\n\n{found.explanation}\n\n"
+          f"What to do: {found.remedy}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    sim_cli = importlib.import_module("tpdump.sim.cli")
+    scenario = args.scenario or str(Path(__file__).parent / "sim" / "scenarios" / "demo.yaml")
+    with tempfile.TemporaryDirectory(prefix="tpdump-demo-") as state:
+        print(f"starting the simulated cluster ({scenario}) …", file=sys.stderr)
+        proc = sim_cli.start_in_subprocess(scenario, state)
+        try:
+            file_values = load_file(str(Path(state) / "tpdump.yaml"))
+            flags: dict[str, Any] = {"quiet": args.quiet or None,
+                                     "output": args.output or str(Path.cwd() / "dumps") + "/",
+                                     "connect_timeout": 5.0, "node_timeout": 20.0,
+                                     "item_timeout": 8.0}
+            settings = resolve(file_values, flags)
+            return cmd_cluster(settings, "tpdump demo")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except Exception:
+                proc.kill()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "sim":
+        sim_cli = importlib.import_module("tpdump.sim.cli")
+        return int(sim_cli.main(argv[1:]))
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else int(ExitCode.USAGE)
+    try:
+        if args.command == "explain":
+            return cmd_explain(args.code)
+        if args.command == "demo":
+            return cmd_demo(args)
+        settings = settings_from(args)
+        if args.print_config:
+            print(yaml.safe_dump(settings.as_dict(), sort_keys=True), end="")
+            return 0
+        _require(settings)
+        return cmd_cluster(settings, "tpdump " + shlex.join(argv))
+    except TpdumpError as exc:
+        print(f"tpdump: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+
+
+def _require(settings: Settings) -> None:
+    if not settings.proxy and not settings.targets and not settings.ssh_config:
+        raise UsageError("--proxy is required (the proxy's SSH address, HOST:3023), "
+                         "unless the config file maps nodes in `targets:`")

@@ -1,0 +1,1 @@
+"""Collectors: what tpdump gathers from nodes and from the auth API."""

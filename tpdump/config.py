@@ -1,0 +1,252 @@
+"""Settings of a run: the profile table (every default lives here), the config file, flags.
+
+Precedence: profile defaults < config file < command-line flags. The profile itself can
+come from the file or a flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tpdump.errors import UsageError
+
+# Every number tpdump uses by default, per profile. Nothing else hard-codes one.
+PROFILES: dict[str, dict[str, Any]] = {
+    "standard": {
+        "concurrency": 64,
+        "connect_timeout": 10.0,
+        "node_timeout": 60.0,
+        "item_timeout": 20.0,
+        "timeout": 900.0,
+        "tctl_concurrency": 4,
+        "tctl_timeout": 60.0,
+        "preflight_timeout": 4.0,
+        "max_output": 8 * 1024 * 1024,
+        "sessions_per_node": 4,
+        "tunnels_per_proxy_connection": 64,
+    },
+    "speed": {
+        "concurrency": 256,
+        "connect_timeout": 5.0,
+        "node_timeout": 20.0,
+        "item_timeout": 8.0,
+        "timeout": 300.0,
+        "tctl_concurrency": 4,
+        "tctl_timeout": 30.0,
+        "preflight_timeout": 3.0,
+        "max_output": 1024 * 1024,
+        "sessions_per_node": 4,
+        "tunnels_per_proxy_connection": 64,
+    },
+    "complete": {
+        "concurrency": 32,
+        "connect_timeout": 20.0,
+        "node_timeout": 180.0,
+        "item_timeout": 60.0,
+        "timeout": 3600.0,
+        "tctl_concurrency": 2,
+        "tctl_timeout": 120.0,
+        "preflight_timeout": 8.0,
+        "max_output": 64 * 1024 * 1024,
+        "sessions_per_node": 4,
+        "tunnels_per_proxy_connection": 64,
+    },
+    "small": {
+        "concurrency": 64,
+        "connect_timeout": 10.0,
+        "node_timeout": 45.0,
+        "item_timeout": 15.0,
+        "timeout": 900.0,
+        "tctl_concurrency": 4,
+        "tctl_timeout": 60.0,
+        "preflight_timeout": 4.0,
+        "max_output": 256 * 1024,
+        "sessions_per_node": 4,
+        "tunnels_per_proxy_connection": 64,
+    },
+}
+DEFAULT_PROFILE = "standard"
+
+# RFD 77 kinds and the newer ones, fetched one kind per call. `connectors` is an alias
+# tctl resolves to every connector kind; it stays because RFD 77 lists it.
+DEFAULT_KINDS: tuple[str, ...] = (
+    "auth_server", "cert_authority", "cluster_auth_preference", "connectors", "github",
+    "kube_server", "namespace", "node", "oidc", "proxy", "remote_cluster", "role", "saml",
+    "semaphore", "trusted_cluster", "tunnel", "user", "lock", "app_server", "db_server",
+    "windows_desktop_service", "cluster_networking_config", "session_recording_config",
+    "ui_config",
+)
+# Kinds tctl must never be asked for by tpdump.
+FORBIDDEN_KINDS = frozenset({"all"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings of one run."""
+
+    profile: str = DEFAULT_PROFILE
+    # where the cluster is
+    auth_server: str | None = None
+    identity: str | None = None
+    tctl: str = "tctl"
+    proxy: str | None = None
+    ssh_user: str = "root"
+    ssh_key: str | None = None
+    known_hosts: str | None = None
+    ssh_config: str | None = None
+    insecure_accept_any_host_key: bool = False
+    cluster_name: str | None = None
+    targets: Mapping[str, str] = field(default_factory=dict)
+    # what
+    nodes: tuple[str, ...] = ()
+    exclude_nodes: tuple[str, ...] = ()
+    include_kinds: tuple[str, ...] = ()
+    exclude_kinds: tuple[str, ...] = ()
+    # how hard and how long (defaults come from the profile)
+    concurrency: int = 0
+    connect_timeout: float = 0.0
+    node_timeout: float = 0.0
+    item_timeout: float = 0.0
+    timeout: float = 0.0
+    tctl_concurrency: int = 0
+    tctl_timeout: float = 0.0
+    preflight_timeout: float = 0.0
+    max_output: int = 0
+    sessions_per_node: int = 0
+    tunnels_per_proxy_connection: int = 0
+    # output
+    output: str | None = None
+    quiet: bool = False
+    verbose: bool = False
+    log_format: str = "console"
+
+    def kinds(self) -> tuple[str, ...]:
+        """The tctl kinds to fetch, after --include-kinds / --exclude-kinds."""
+        chosen = self.include_kinds or DEFAULT_KINDS
+        return tuple(k for k in chosen if k not in self.exclude_kinds)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["targets"] = dict(self.targets)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
+          "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
+          "tib": 2**40, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(value: object, name: str) -> int:
+    """A byte size from `5MB`, `512KiB`, `1000` or an int."""
+    if isinstance(value, bool):
+        raise UsageError(f"{name}: expected a size like 5MB, got {value!r}")
+    if isinstance(value, int):
+        if value <= 0:
+            raise UsageError(f"{name}: must be positive, got {value}")
+        return value
+    match = _SIZE.match(str(value))
+    unit = (match.group(2) or "").lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise UsageError(f"{name}: expected a size like 5MB or 512KiB, got {value!r}")
+    size = int(float(match.group(1)) * _UNITS[unit])
+    if size <= 0:
+        raise UsageError(f"{name}: must be positive, got {value!r}")
+    return size
+
+
+def _coerce(name: str, value: Any, base: Path | None) -> Any:
+    """Check and convert one value from the config file or a flag to its field's type."""
+    kind = _FIELDS[name].type
+    if name == "max_output":
+        return parse_size(value, name)
+    if name == "targets":
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise UsageError("targets: expected a mapping of node name or UUID to host:port")
+        return dict(value)
+    if kind in ("int",):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UsageError(f"{name}: expected a positive whole number, got {value!r}")
+        return value
+    if kind in ("float",):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise UsageError(f"{name}: expected a positive number of seconds, got {value!r}")
+        return float(value)
+    if kind in ("bool",):
+        if not isinstance(value, bool):
+            raise UsageError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if kind.startswith("tuple"):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{name}: expected a list of names, got {value!r}")
+        return tuple(v.strip() for v in value)
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{name}: expected a non-empty string, got {value!r}")
+    # Relative paths in a config file are relative to the file, as users expect (a bare
+    # `tctl` stays a name looked up on PATH).
+    if (base is not None and name in _PATH_FIELDS and not value.startswith("/")
+            and ("/" in value or name != "tctl")):
+        value = str((base / value).resolve())
+    return value
+
+
+_PATH_FIELDS = frozenset({"identity", "tctl", "ssh_key", "known_hosts", "ssh_config", "output"})
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read and check a YAML config file; keys are the long option names."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--config {path}: cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--config {path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a mapping of option: value")
+    base = Path(path).resolve().parent
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELDS:
+            raise UsageError(f"--config {path}: unknown option {key!r}")
+        out[name] = _coerce(name, value, base)
+    return out
+
+
+def resolve(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> Settings:
+    """Merge profile defaults, the config file and flags into Settings."""
+    for name in flag_values:
+        if name not in _FIELDS:
+            raise UsageError(f"unknown option {name!r}")
+    profile = flag_values.get("profile") or file_values.get("profile") or DEFAULT_PROFILE
+    if profile not in PROFILES:
+        raise UsageError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
+    merged: dict[str, Any] = dict(PROFILES[profile])
+    merged.update(file_values)
+    merged.update({k: _coerce(k, v, None) for k, v in flag_values.items() if v is not None})
+    merged["profile"] = profile
+    if merged.get("log_format", "console") not in ("console", "json"):
+        raise UsageError(f"--log-format: {merged['log_format']!r} is not console or json")
+    for kind in (*merged.get("include_kinds", ()), *merged.get("exclude_kinds", ())):
+        if kind in FORBIDDEN_KINDS:
+            raise UsageError(f"kind {kind!r} is never fetched: `tctl get all` includes secrets")
+    return Settings(**merged)

@@ -1,0 +1,351 @@
+"""`tpdump cluster`: preflight, discovery, the bounded fan-out to nodes, cluster objects,
+and the archive with its report. Deadlines nest run ⊃ node ⊃ item; Ctrl-C and SIGTERM
+mean "deadline now", after which the archive is finished within seconds."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncssh
+import structlog
+
+from tpdump.archive import ArchiveWriter, safe_component
+from tpdump.collectors.cluster import write_cluster, write_objects
+from tpdump.collectors.node import NodeCollector, node_json
+from tpdump.config import Settings
+from tpdump.discovery import Discovery, assign_target, discover, select
+from tpdump.errors import ArchiveError, ExitCode, Problem
+from tpdump.logs import RunLog
+from tpdump.progress import Counters, Progress
+from tpdump.redact import Redactor, dump_yaml
+from tpdump.report import RunFacts, build, render_html, render_json, render_text
+from tpdump.results import NodeResult, NodeStatus
+from tpdump.tctl import Tctl, TctlFailure, TctlResult
+from tpdump.transport import ProxyError, Transport, classify, failure
+
+log = structlog.get_logger("tpdump.runner")
+
+# Finishing the archive after an interrupt must take at most this long (SPEC §7: 2 s).
+FINISH_BUDGET_INTERRUPTED = 1.5
+FINISH_BUDGET = 60.0
+_CLUSTER_LINE = re.compile(r"^\s*Cluster(?:\s+name)?\s*:?\s+(\S+)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass
+class Outcome:
+    """How a run ended."""
+
+    exit_code: ExitCode
+    archive: Path | None
+    report: dict[str, Any]
+
+
+def cluster_name_from_status(text: str) -> str | None:
+    match = _CLUSTER_LINE.search(text)
+    return match.group(1) if match else None
+
+
+def output_path(settings: Settings, cluster: str, started: float) -> Path:
+    stamp = datetime.fromtimestamp(started, UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"tpdump-{safe_component(cluster)}-{stamp}.tar.gz"
+    if settings.output is None:
+        return Path.cwd() / name
+    out = Path(settings.output)
+    if settings.output.endswith("/") or out.is_dir():
+        return out / name
+    return out
+
+
+class ClusterRun:
+    """One `tpdump cluster` run."""
+
+    def __init__(self, settings: Settings, run_log: RunLog, command: str) -> None:
+        self.settings = settings
+        self.run_log = run_log
+        self.command = command
+        self.started = time.time()
+        self.redactor = Redactor()
+        self.tctl = Tctl(settings.tctl, auth_server=settings.auth_server,
+                         identity=settings.identity, concurrency=settings.tctl_concurrency,
+                         timeout=settings.tctl_timeout)
+        self.transport = Transport(settings)
+        self.counters = Counters()
+        self.results: list[NodeResult] = []
+        self.problems: list[Problem] = []
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.extra: dict[str, TctlResult] = {}
+        self.discovery: Discovery | None = None
+        self.fatal: str | None = None
+        self.interrupted = False
+        self.cluster = settings.cluster_name or "cluster"
+        self.archive: ArchiveWriter | None = None
+        self.report: dict[str, Any] = {}
+
+    # --- the run --------------------------------------------------------------
+    async def run(self) -> Outcome:
+        progress = Progress(self.counters, self._written, quiet=self.settings.quiet)
+        deadline = anyio.current_time() + self.settings.timeout
+        async with anyio.create_task_group() as outer:
+            collect_scope = anyio.CancelScope(deadline=deadline)
+            watcher = anyio.CancelScope()
+            outer.start_soon(self._watch_signals, collect_scope, watcher)
+            progress_scope = anyio.CancelScope()
+            outer.start_soon(_run_in, progress_scope, progress.run)
+            with collect_scope:
+                await self.preflight()
+                archive = self._open_archive()
+                outer.start_soon(archive.run)
+                if self.fatal is None:
+                    await self.collect()
+            if self.archive is None:  # interrupted during the preflight
+                archive = self._open_archive()
+                outer.start_soon(archive.run)
+            deadline_reached = collect_scope.cancelled_caught and not self.interrupted
+            budget = FINISH_BUDGET_INTERRUPTED if self.interrupted else FINISH_BUDGET
+            with anyio.CancelScope(shield=True), anyio.move_on_after(budget):
+                await self.finish(deadline_reached)
+            archive.end_input()  # in case the budget cut finish() short
+            watcher.cancel()
+            progress_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await self.transport.aclose()
+        progress.draw(final=True)
+        try:
+            await anyio.to_thread.run_sync(archive.close)
+        except ArchiveError as exc:
+            log.error("archive failed", error=str(exc))
+            raise
+        report = self.report
+        return Outcome(ExitCode(report.get("exit_code", ExitCode.FATAL)), archive.path,
+                       report)
+
+    async def _watch_signals(self, collect: anyio.CancelScope, watcher: anyio.CancelScope) -> None:
+        with watcher, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.warning("interrupted", signal=signal.Signals(signum).name)
+                self.interrupted = True
+                collect.cancel()
+
+    def _written(self) -> int:
+        return self.archive.bytes_written if self.archive else 0
+
+    def _open_archive(self) -> ArchiveWriter:
+        path = output_path(self.settings, self.cluster, self.started)
+        stamp = datetime.fromtimestamp(self.started, UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.archive = ArchiveWriter(path, f"tpdump-{self.cluster}-{stamp}")
+        self.archive.open()
+        log.info("archive", path=str(self.archive.partial))
+        return self.archive
+
+    async def preflight(self) -> None:
+        """tctl status and version, and the proxy, in a few seconds; stop early when the
+        auth API cannot be reached at all."""
+        self.counters.phase = "preflight"
+        budget = self.settings.preflight_timeout
+        proxy_failure = []
+
+        async def status() -> None:
+            self.extra["status"] = await self.tctl.run("status", budget=budget)
+
+        async def version() -> None:
+            self.extra["version"] = await self.tctl.run("version", budget=budget)
+
+        async def proxy() -> None:
+            with anyio.move_on_after(budget + self.settings.connect_timeout):
+                why = await self.transport.preflight()
+                if why is not None:
+                    proxy_failure.append(why)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(status)
+            tg.start_soon(version)
+            tg.start_soon(proxy)
+        st = self.extra.get("status")
+        if st is None:  # interrupted before tctl answered
+            return
+        if st.ok:
+            name = cluster_name_from_status(st.stdout.decode("utf-8", "replace"))
+            if name and not self.settings.cluster_name:
+                self.cluster = name
+        elif st.failure in (TctlFailure.CANNOT_CONNECT, TctlFailure.TIMEOUT,
+                            TctlFailure.NOT_FOUND):
+            code = st.failure.code if st.failure is not TctlFailure.TIMEOUT else "TPD100"
+            self.fatal = f"{code}: the auth API cannot be reached: {st.message}"
+            self.problems.append(Problem(code, "auth server", st.message))
+            log.error("auth unreachable", message=st.message)
+        else:
+            assert st.failure is not None
+            self.problems.append(Problem(st.failure.code, "tctl status", st.message))
+        for why in proxy_failure:
+            self.problems.append(Problem(why.code, "proxy", why.detail))
+            log.error("proxy unreachable", detail=why.detail)
+
+    async def collect(self) -> None:
+        """Discovery, cluster files and the node fan-out."""
+        assert self.archive is not None
+        self.counters.phase = "discovery"
+        kinds = self.settings.kinds()
+        discovery = await discover(self.tctl, kinds)
+        chosen, dropped = select(discovery.instances, self.settings.nodes,
+                                 self.settings.exclude_nodes)
+        discovery.instances = chosen
+        discovery.excluded = dropped
+        self.discovery = discovery
+        self.problems.extend(discovery.problems)
+        for inst in chosen:
+            assign_target(inst, self.settings.targets)
+            self.results.append(NodeResult(inst))
+        await write_cluster(self.archive, discovery, self.extra, self.redactor)
+        self.objects = await write_objects(self.archive, discovery, kinds, self.redactor)
+        await self.write_roles()
+        reachable = [r for r in self.results if r.instance.target is not None]
+        for r in self.results:
+            if r.instance.target is None:
+                r.status = NodeStatus.SKIPPED
+                r.fail("TPD207", "unreachable (no SSH service)",
+                       f"services {', '.join(sorted(r.instance.services)) or 'unknown'}: "
+                       "run `tpdump node` there or map it in `targets:`")
+        self.counters.phase = "nodes"
+        self.counters.total = len(reachable)
+        queue = iter(reachable)
+        workers = max(1, min(self.settings.concurrency, len(reachable)))
+        async with anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(self._worker, queue)
+
+    async def write_roles(self) -> None:
+        """`role.<service>`: the service's heartbeat/inventory records, redacted."""
+        assert self.archive is not None
+        for r in self.results:
+            inst = r.instance
+            for service in sorted(inst.services):
+                records = inst.records.get(service) or inst.records.get("inventory") or []
+                docs = [self.redactor.document(d) for d in records]
+                await self.archive.add(f"{r.dir}/role.{service}", dump_yaml(docs),
+                                       source="auth API: heartbeat/inventory record")
+
+    async def _worker(self, queue: Iterator[NodeResult]) -> None:
+        for result in queue:
+            await self.dump_node(result)
+            self.counters.done += 1
+            if result.status is not NodeStatus.OK:
+                self.counters.failed += 1
+
+    async def dump_node(self, result: NodeResult) -> None:
+        """One node under its own deadline; every failure becomes data in `result`."""
+        assert self.archive is not None and result.instance.target is not None
+        settings = self.settings
+        started = time.monotonic()
+        result.started_at = time.time()
+        result.status = NodeStatus.INTERRUPTED  # until it ends on its own
+        bound = structlog.contextvars.bound_contextvars(node=result.instance.name)
+        with bound:
+            try:
+                with anyio.move_on_after(settings.node_timeout) as node_scope:
+                    await self._connect_and_collect(result, started)
+                if node_scope.cancelled_caught:
+                    result.fail("TPD202", "collection timed out",
+                                f"the node did not finish within {settings.node_timeout:g} s")
+            except Exception as exc:  # the task boundary: a bug in one node's data
+                log.exception("node collector crashed")
+                result.fail("TPD212", "SSH error", f"internal error: {type(exc).__name__}: "
+                            f"{exc}")
+            else:
+                result.status = _status(result)
+            finally:
+                result.seconds = time.monotonic() - started
+            log.info("node done", status=result.status.value, code=result.code,
+                     seconds=round(result.seconds, 3))
+
+    async def _connect_and_collect(self, result: NodeResult, started: float) -> None:
+        assert self.archive is not None and result.instance.target is not None
+        settings = self.settings
+        conn = None
+        jump = None
+        with anyio.move_on_after(settings.connect_timeout) as connect_scope:
+            try:
+                conn, jump = await self.transport.connect(result.instance.target)
+            except ProxyError as exc:
+                result.fail(exc.failure.code, exc.failure.reason, exc.failure.detail)
+                return
+            except (asyncssh.Error, OSError) as exc:
+                why = classify(exc)
+                result.fail(why.code, why.reason, why.detail)
+                return
+        if connect_scope.cancelled_caught or conn is None:
+            why = failure("TPD201", f"no SSH session within {settings.connect_timeout:g} s")
+            result.fail(why.code, why.reason, why.detail)
+            return
+        result.connect_seconds = time.monotonic() - started
+        try:
+            collector = NodeCollector(conn, result, self.archive, self.redactor, settings)
+            await collector.collect()
+        except (asyncssh.Error, OSError) as exc:
+            why = classify(exc)
+            result.fail(why.code, why.reason, why.detail)
+        finally:
+            conn.close()
+            self.transport.release(jump)
+
+    async def finish(self, deadline_reached: bool) -> None:
+        """The report first (it is what matters most if time runs out), then node.json and
+        error.txt for every instance, then the log."""
+        assert self.archive is not None
+        self.counters.phase = "finishing"
+        if deadline_reached:
+            self.problems.append(Problem("TPD301", "run",
+                                         f"--timeout {self.settings.timeout:g} s reached"))
+        if self.interrupted:
+            self.problems.append(Problem("TPD300", "run", "interrupted by signal"))
+        for r in self.results:
+            if r.status is NodeStatus.INTERRUPTED and r.code is None:
+                r.fail("TPD300" if self.interrupted else "TPD301", "not finished",
+                       "the run was interrupted" if self.interrupted else "run deadline")
+            elif r.status is NodeStatus.NOT_STARTED:
+                r.fail("TPD300" if self.interrupted else "TPD301", "not started",
+                       "the run ended before this node's turn")
+        facts = RunFacts(
+            cluster=self.cluster, started=self.started, finished=time.time(),
+            command=self.command, settings=self.settings.as_dict(),
+            interrupted=self.interrupted, deadline_reached=deadline_reached, fatal=self.fatal,
+            problems=self.problems, objects=self.objects, redactions=self.redactor.counts,
+            truncated_files=[e.path for e in self.archive.entries if e.truncated],
+            archive_bytes=self.archive.bytes_written, tctl_calls=self.tctl.calls,
+        )
+        self.report = report = build(facts, self.results)
+        await self.archive.add("report.json", render_json(report), source="tpdump")
+        await self.archive.add("report.txt", render_text(report), source="tpdump")
+        await self.archive.add("readme.html", render_html(report), source="tpdump")
+        for r in self.results:
+            await self.archive.add(f"{r.dir}/node.json", node_json(r), source="tpdump")
+            if r.status is not NodeStatus.OK and r.code:
+                await self.archive.add(f"{r.dir}/error.txt",
+                                       f"{r.code} {r.reason}\n{r.detail}\n"
+                                       f"See: tpdump explain {r.code}\n", source="tpdump")
+        await self.archive.add("tpdump.log", self.run_log.text(), source="tpdump")
+        await self.archive.finish_input()
+
+
+async def _run_in(scope: anyio.CancelScope, func: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await func()
+
+
+def _status(result: NodeResult) -> NodeStatus:
+    if result.code is None:
+        return NodeStatus.OK
+    if any(i.status in ("ok", "truncated") for i in result.items):
+        return NodeStatus.PARTIAL
+    return NodeStatus.FAILED
+
+
+async def run_cluster(settings: Settings, run_log: RunLog, command: str) -> Outcome:
+    return await ClusterRun(settings, run_log, command).run()
