@@ -1,0 +1,30 @@
+"""Fixtures for the real-OpenSSH lab (see tests/lab/sshd.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from .sshd import Lab, require_lab, start_lab
+
+LAB_NODES = 5
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def sshd_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A jump host and 5 nodes running real sshd, for the whole session."""
+    require_lab()
+    t0 = time.monotonic()
+    lab = start_lab(tmp_path_factory.mktemp("sshd-lab"), LAB_NODES)
+    lab.timings["fixture_start"] = time.monotonic() - t0
+    try:
+        yield lab
+    finally:
+        lab.stop()
