@@ -61,6 +61,7 @@ def configure(*, verbose: bool, quiet: bool, fmt: str) -> RunLog:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
             run_log,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -18,7 +18,7 @@ import asyncssh
 import structlog
 
 from tpdump.archive import ArchiveWriter, safe_component
-from tpdump.collectors.cluster import write_cluster, write_objects
+from tpdump.collectors.cluster import write_cluster, write_objects, write_preflight
 from tpdump.collectors.node import NodeCollector, node_json
 from tpdump.config import Settings
 from tpdump.discovery import Discovery, assign_target, discover, select
@@ -103,6 +103,7 @@ class ClusterRun:
                 await self.preflight()
                 archive = self._open_archive()
                 outer.start_soon(archive.run)
+                await write_preflight(archive, self.extra, self.redactor)
                 if self.fatal is None:
                     await self.collect()
             if self.archive is None:  # interrupted during the preflight
@@ -256,8 +257,9 @@ class ClusterRun:
                                 f"the node did not finish within {settings.node_timeout:g} s")
             except Exception as exc:  # the task boundary: a bug in one node's data
                 log.exception("node collector crashed")
-                result.fail("TPD212", "SSH error", f"internal error: {type(exc).__name__}: "
-                            f"{exc}")
+                leaf = first_leaf(exc) if isinstance(exc, ExceptionGroup) else exc
+                result.fail("TPD212", "SSH error", f"internal error: {type(leaf).__name__}: "
+                            f"{leaf}")
             else:
                 result.status = _status(result)
             finally:
@@ -290,6 +292,13 @@ class ClusterRun:
             await collector.collect()
         except (asyncssh.Error, OSError) as exc:
             why = classify(exc)
+            result.fail(why.code, why.reason, why.detail)
+        except ExceptionGroup as group:
+            # A node's parallel items failed together; the first SSH error tells why.
+            leaf = first_leaf(group)
+            if not isinstance(leaf, asyncssh.Error | OSError):
+                raise
+            why = classify(leaf)
             result.fail(why.code, why.reason, why.detail)
         finally:
             conn.close()
@@ -332,6 +341,14 @@ class ClusterRun:
                                        f"See: tpdump explain {r.code}\n", source="tpdump")
         await self.archive.add("tpdump.log", self.run_log.text(), source="tpdump")
         await self.archive.finish_input()
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first non-group exception of a (nested) exception group."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _run_in(scope: anyio.CancelScope, func: Callable[[], Awaitable[None]]) -> None:

@@ -41,3 +41,13 @@ def test_python_dash_m() -> None:
     done = subprocess.run([sys.executable, "-m", "tpdump", "explain", "TPD203"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "host key" in done.stdout
+
+
+def test_codes_doc_is_in_sync() -> None:
+    """docs/codes.md explains every registered code with its current text."""
+    from tpdump.errors import CODES
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "codes.md").read_text()
+    for c in CODES.values():
+        assert f"## {c.code}: {c.title}" in doc
+        assert c.explanation in doc

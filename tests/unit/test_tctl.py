@@ -1,6 +1,5 @@
 """tctl runner: error cleaning and classification, deadlines, stderr with exit 0."""
 
-import os
 import stat
 import time
 from pathlib import Path
@@ -98,4 +97,3 @@ async def test_get_all_is_refused(tmp_path: Path) -> None:
         await tctl.run("get", "all")
     with pytest.raises(ValueError):
         await tctl.run("get", "cert_authority", "--with-secrets")
-    assert os.path.exists(tmp_path / "tctl")

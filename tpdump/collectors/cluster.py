@@ -50,9 +50,9 @@ async def write_objects(archive: ArchiveWriter, discovery: Discovery, kinds: Ite
     return status
 
 
-async def write_cluster(archive: ArchiveWriter, discovery: Discovery,
-                        extra: dict[str, TctlResult], redactor: Redactor) -> None:
-    """cluster/: tctl status, tctl version, inventory and the discovery summary."""
+async def write_preflight(archive: ArchiveWriter, extra: dict[str, TctlResult],
+                          redactor: Redactor) -> None:
+    """cluster/tctl_status.txt and tctl_version.txt (or their .error files)."""
     for name, result in extra.items():
         if result.ok:
             await archive.add(f"cluster/tctl_{name}.txt",
@@ -60,6 +60,11 @@ async def write_cluster(archive: ArchiveWriter, discovery: Discovery,
         else:
             await archive.add(f"cluster/tctl_{name}.error", error_text(result, redactor),
                               source=f"command: {result.command}")
+
+
+async def write_cluster(archive: ArchiveWriter, discovery: Discovery,
+                        extra: dict[str, TctlResult], redactor: Redactor) -> None:
+    """cluster/: inventory, stderr of successful calls, and the discovery summary."""
     inventory = discovery.kind_results.get("inventory")
     if inventory is not None:
         if inventory.ok:

@@ -4,6 +4,7 @@ deadline and byte cap; one failing item never stops the others."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shlex
@@ -114,11 +115,14 @@ async def run_capped(conn: asyncssh.SSHClientConnection, command: str, cap: int)
     async with conn.create_process(command, encoding=None, stdin=asyncssh.DEVNULL) as proc:
 
         async def read_err() -> None:
-            while len(err) < 65536:
-                chunk = await proc.stderr.read(65536)
-                if not chunk:
-                    return
-                err.extend(chunk)
+            # stderr is only for the message of a failure; a broken connection is
+            # reported by the stdout read below.
+            with contextlib.suppress(asyncssh.Error, OSError):
+                while len(err) < 65536:
+                    chunk = await proc.stderr.read(65536)
+                    if not chunk:
+                        return
+                    err.extend(chunk)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_err)
@@ -154,9 +158,11 @@ class NodeCollector:
 
     async def write(self, name: str, path: str, data: bytes | str, *, source: str,
                     truncated: bool = False, started: float) -> None:
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
         rel = await self.archive.add(f"{self.base}/{path}", data, source=source,
                                      truncated=truncated)
-        size = len(data.encode() if isinstance(data, str) else data)
+        size = len(data)
         status = "truncated" if truncated else "ok"
         self.result.items.append(ItemResult(name, status, rel, size,
                                             round(time.monotonic() - started, 3)))

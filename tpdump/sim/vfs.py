@@ -1,0 +1,620 @@
+"""Node file systems: generated in memory from the scenario, served read-only over SFTP.
+
+Each node's tree is built on first use and kept in a bounded cache; log files are produced
+lazily and deterministically from the seed, so 10,000 nodes stay cheap in memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import functools
+import json
+import os
+import posixpath
+import random
+import stat as statmod
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import asyncssh
+import yaml
+
+from tpdump.sim.cluster import SimCluster, SimNode
+from tpdump.sim.tctl import version_line
+
+TELEPORT_BIN = "/usr/local/bin/teleport"
+PID_FILE = "/run/teleport.pid"
+HOME = "/home/tpdump"
+FS_CACHE = 2048
+LOG_CACHE = 256
+MAX_LINK_DEPTH = 40
+
+# examples/systemd/teleport.service of gravitational/teleport, verbatim.
+TELEPORT_UNIT = """[Unit]
+Description=Teleport Service
+After=network.target
+
+[Service]
+Type=simple
+Restart=always
+RestartSec=5
+EnvironmentFile=-/etc/default/teleport
+ExecStart=/usr/local/bin/teleport start --config /etc/teleport.yaml --pid-file=/run/teleport.pid
+# systemd before 239 needs an absolute path
+ExecReload=/bin/sh -c "exec pkill -HUP -L -F /run/teleport.pid"
+PIDFile=/run/teleport.pid
+LimitNOFILE=524288
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+OS_RELEASE = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME="Debian GNU/Linux"
+VERSION_ID="12"
+VERSION="12 (bookworm)"
+VERSION_CODENAME=bookworm
+ID=debian
+HOME_URL="https://www.debian.org/"
+SUPPORT_URL="https://www.debian.org/support"
+BUG_REPORT_URL="https://bugs.debian.org/"
+"""
+
+# /proc/<pid>/limits rows; the kernel prints them with "%-25s %-20s %-20s %-10s\n".
+_LIMITS = [
+    ("Limit", "Soft Limit", "Hard Limit", "Units"),
+    ("Max cpu time", "unlimited", "unlimited", "seconds"),
+    ("Max file size", "unlimited", "unlimited", "bytes"),
+    ("Max data size", "unlimited", "unlimited", "bytes"),
+    ("Max stack size", "8388608", "unlimited", "bytes"),
+    ("Max core file size", "0", "unlimited", "bytes"),
+    ("Max resident set", "unlimited", "unlimited", "bytes"),
+    ("Max processes", "63414", "63414", "processes"),
+    ("Max open files", "{nofile}", "{nofile}", "files"),
+    ("Max locked memory", "8388608", "8388608", "bytes"),
+    ("Max address space", "unlimited", "unlimited", "bytes"),
+    ("Max file locks", "unlimited", "unlimited", "locks"),
+    ("Max pending signals", "63414", "63414", "signals"),
+    ("Max msgqueue size", "819200", "819200", "bytes"),
+    ("Max nice priority", "0", "0", ""),
+    ("Max realtime priority", "0", "0", ""),
+    ("Max realtime timeout", "unlimited", "unlimited", "us"),
+]
+
+# libyaml when available: tctl output of 10,000 heartbeats stays fast.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def proc_limits(nofile: int) -> bytes:
+    """The content of /proc/<pid>/limits for a process with this open-files limit."""
+    return "".join(
+        f"{a:<25} {b.format(nofile=nofile):<20} {c.format(nofile=nofile):<20} {d:<10}\n"
+        for a, b, c, d in _LIMITS
+    ).encode()
+
+
+def teleport_script(version: str) -> bytes:
+    """The simulated `/usr/local/bin/teleport`: answers `version` like the real binary."""
+    line = version_line(version).rstrip("\n")
+    return (
+        "#!/bin/sh\n"
+        "# Simulated Teleport binary (tpdump sim): only `version` is implemented.\n"
+        'case "$1" in\n'
+        f"  version) echo '{line}' ;;\n"
+        "  *) echo \"teleport: simulated binary: only 'version' is supported\" >&2; exit 1 ;;\n"
+        "esac\n"
+    ).encode()
+
+
+def parse_teleport_script(data: bytes) -> str | None:
+    """The version line a simulated teleport script prints, if `data` is one."""
+    if not data.startswith(b"#!/bin/sh\n# Simulated Teleport binary"):
+        return None
+    for line in data.decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if line.startswith("version) echo '"):
+            return line[len("version) echo '"):].split("' ;;")[0] + "\n"
+    return None
+
+
+@dataclass
+class Entry:
+    """A file, directory or symlink of a node file system."""
+
+    kind: str  # "file" | "dir" | "link"
+    mode: int
+    mtime: float
+    data: bytes | Callable[[], bytes] = b""
+    target: str = ""
+    readable: bool = True
+    children: list[str] = field(default_factory=list)
+
+    def content(self) -> bytes:
+        return self.data() if callable(self.data) else self.data
+
+    def attrs(self) -> asyncssh.SFTPAttrs:
+        ftype = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "link": statmod.S_IFLNK}
+        size = len(self.target) if self.kind == "link" else (
+            len(self.content()) if self.kind == "file" else 4096)
+        return asyncssh.SFTPAttrs(
+            type={"file": asyncssh.FILEXFER_TYPE_REGULAR, "dir": asyncssh.FILEXFER_TYPE_DIRECTORY,
+                  "link": asyncssh.FILEXFER_TYPE_SYMLINK}[self.kind],
+            size=size, uid=0, gid=0, owner="root", group="root",
+            permissions=ftype[self.kind] | self.mode, atime=int(self.mtime),
+            mtime=int(self.mtime), nlink=2 if self.kind == "dir" else 1,
+        )
+
+
+class FSError(OSError):
+    """A path error with an errno (ENOENT, EACCES, ENOTDIR, ELOOP, EISDIR)."""
+
+    def __init__(self, code: int, path: str) -> None:
+        super().__init__(code, os.strerror(code), path)
+
+
+class NodeFS:
+    """One node's read-only file system."""
+
+    def __init__(self, entries: dict[str, Entry]) -> None:
+        self.entries = entries
+
+    def lookup(self, path: str, follow: bool = True, depth: int = 0) -> tuple[str, Entry]:
+        """(resolved path, entry), resolving `.`, `..` and symlinks component by component
+        like realpath(3); a final symlink is followed only when `follow`."""
+        if depth > MAX_LINK_DEPTH:
+            raise FSError(errno.ELOOP, path)
+        parts = [p for p in path.split("/") if p and p != "."]
+        cur = "/"
+        for i, part in enumerate(parts):
+            if part == "..":
+                cur = posixpath.dirname(cur)
+                continue
+            parent = self.entries.get(cur)
+            if parent is None or parent.kind != "dir":
+                raise FSError(errno.ENOTDIR if parent else errno.ENOENT, path)
+            nxt = posixpath.join(cur, part)
+            ent = self.entries.get(nxt)
+            if ent is None:
+                raise FSError(errno.ENOENT, path)
+            if ent.kind == "link" and (follow or i < len(parts) - 1):
+                target = ent.target if ent.target.startswith("/") else posixpath.join(
+                    cur, ent.target)
+                rest = "/".join(parts[i + 1:])
+                return self.lookup(f"{target}/{rest}" if rest else target, follow, depth + 1)
+            cur = nxt
+        return cur, self.entries[cur]
+
+    def read(self, path: str) -> bytes:
+        """The whole content of a readable regular file (EACCES, EISDIR, ENOENT otherwise)."""
+        _, ent = self.lookup(path)
+        if ent.kind == "dir":
+            raise FSError(errno.EISDIR, path)
+        if not ent.readable:
+            raise FSError(errno.EACCES, path)
+        return ent.content()
+
+    def exists(self, path: str) -> Entry | None:
+        try:
+            return self.lookup(path)[1]
+        except FSError:
+            return None
+
+
+class FSBuilder:
+    """Builds node trees from the cluster model (cached, bounded)."""
+
+    def __init__(self, cluster: SimCluster) -> None:
+        self.cluster = cluster
+        self.get = functools.lru_cache(maxsize=FS_CACHE)(self._build)
+        self.log = functools.lru_cache(maxsize=LOG_CACHE)(self._log)
+
+    def fs(self, node: SimNode) -> NodeFS:
+        return self.get(node.inst.index)
+
+    # --- tree ---------------------------------------------------------------
+
+    def _build(self, index: int) -> NodeFS:
+        node = self.cluster.nodes[index]
+        files = self.files(node)
+        entries: dict[str, Entry] = {"/": Entry("dir", 0o755, self.cluster.started)}
+        mtime = self.cluster.started - 86400 * 3
+
+        def add_dirs(path: str) -> None:
+            parent = posixpath.dirname(path)
+            if parent not in entries:
+                add_dirs(parent)
+                entries[parent] = Entry("dir", 0o755, mtime)
+            name = posixpath.basename(path)
+            if name not in entries[parent].children:
+                entries[parent].children.append(name)
+
+        for path, (data, mode) in files.items():
+            add_dirs(path)
+            kind = "file"
+            if isinstance(data, str):
+                entries[path] = Entry("link", 0o777, mtime, target=data)
+                continue
+            entries[path] = Entry(kind, mode, mtime, data=data,
+                                  readable=not path.startswith("/etc/shadow"))
+        for d in (HOME, "/tmp", "/var/log", node.config.data_dir):
+            if d not in entries:
+                add_dirs(d)
+                entries[d] = Entry("dir", 0o755 if d != "/tmp" else 0o1777, mtime)
+        for ent in entries.values():
+            ent.children.sort()
+        return NodeFS(entries)
+
+    def files(self, node: SimNode) -> dict[str, tuple[bytes | Callable[[], bytes] | str, int]]:
+        """path -> (content | lazy content | symlink target, mode)."""
+        g = node.inst.group
+        garbage = g.fault == "garbage"
+        pid = node.pid
+        out: dict[str, tuple[bytes | Callable[[], bytes] | str, int]] = {}
+        hostname = node.hostname.encode() + (b"\xff\xfe\x00garbage" if garbage else b"") + b"\n"
+        out["/etc/hostname"] = (hostname, 0o644)
+        osr = OS_RELEASE.encode()
+        out["/etc/os-release"] = (osr[:37] if garbage else osr, 0o644)
+        out["/usr/lib/os-release"] = (osr, 0o644)
+        out["/etc/shadow"] = (b"root:*:19700:0:99999:7:::\n", 0o640)
+        out["/var/run"] = ("/run", 0o777)
+        out["/etc/teleport.yaml"] = (self.teleport_yaml(node, garbage), 0o600)
+        out[PID_FILE] = (f"{pid}\n".encode(), 0o644)
+        out[TELEPORT_BIN] = (teleport_script(node.inst.version), 0o755)
+        cmd = [TELEPORT_BIN, "start", "--config", "/etc/teleport.yaml",
+               f"--pid-file={PID_FILE}"]
+        if "cmdline_token" in node.canaries:
+            cmd.append(f"--token={node.canaries['cmdline_token']}")
+        cmdline = b"".join(a.encode() + b"\0" for a in cmd)
+        if garbage:
+            cmdline += b"--\xff\xfe\0"
+        out[f"/proc/{pid}/cmdline"] = (cmdline, 0o444)
+        out[f"/proc/{pid}/comm"] = (b"teleport\n", 0o644)
+        out[f"/proc/{pid}/limits"] = (proc_limits(524288 if g.init == "systemd" else 1024),
+                                      0o444)
+        init_comm, init_cmd = ((b"systemd\n", b"/sbin/init\0") if g.init == "systemd"
+                               else (b"tini\n", b"/usr/bin/tini\0--\0/bin/sh\0"))
+        out["/proc/1/comm"] = (init_comm, 0o644)
+        out["/proc/1/cmdline"] = (init_cmd, 0o444)
+        up = 86400 * 3 + node.inst.index
+        out["/proc/uptime"] = (f"{up}.42 {up * 2 - 7}.13\n".encode(), 0o444)
+        out["/proc/meminfo"] = (b"MemTotal:        8148260 kB\nMemFree:         2104420 kB\n"
+                                b"MemAvailable:    5431180 kB\n", 0o444)
+        out["/proc/loadavg"] = (b"0.08 0.12 0.10 1/312 " + str(pid).encode() + b"\n", 0o444)
+        data_dir = node.config.data_dir.rstrip("/") or "/"
+        out[posixpath.join(data_dir, "host_uuid")] = (node.uuid.encode(), 0o600)
+        if g.init == "systemd":
+            out["/etc/systemd/system/teleport.service"] = (TELEPORT_UNIT.encode(), 0o644)
+        log_out = node.config.log_output
+        if log_out.startswith("/"):
+            index = node.inst.index
+            out[log_out] = (lambda: self.log(index), 0o640)
+        for path, data in node.files.items():
+            out[posixpath.normpath(path)] = (data, 0o644 if path != "/etc/teleport.yaml"
+                                             else 0o600)
+        return out
+
+    def teleport_yaml(self, node: SimNode, garbage: bool) -> bytes:
+        if garbage:
+            return (b"version: v3\nteleport:\n  nodename: " + node.hostname.encode()
+                    + b"\xff\xfe\x00\n  data_dir: [/var/lib/teleport\n\tauth_token: \x00\x00"
+                    b"\n  log: {output: stderr\nssh_service:\n  enabled: \"yes")
+        g = node.inst.group
+        cfg = node.config
+        scen = self.cluster.scenario
+        tele: dict[str, object] = {"nodename": node.hostname, "data_dir": cfg.data_dir}
+        token = node.canaries.get("join_token")
+        if token and g.init == "plain":
+            tele["auth_token"] = token
+        else:
+            tele["join_params"] = {"method": "token",
+                                   "token_name": token or "/var/lib/teleport/token"}
+        if g.tunnel or "auth" not in cfg.services:
+            tele["proxy_server"] = f"{scen.cluster_name}:443"
+        tele["ca_pin"] = self.cluster.keys.tls["host"].spki_sha256
+        tele["log"] = {"output": cfg.log_output, "severity": "INFO",
+                       "format": {"output": cfg.log_format}}
+        if cfg.diag_addr:
+            tele["diag_addr"] = cfg.diag_addr
+        doc: dict[str, object] = {"version": "v3", "teleport": tele}
+        on = set(cfg.services)
+        doc["auth_service"] = ({"enabled": "yes", "cluster_name": scen.cluster_name,
+                                "listen_addr": "0.0.0.0:3025"} if "auth" in on
+                               else {"enabled": "no"})
+        doc["ssh_service"] = ({"enabled": "yes", "labels": {"group": g.name}} if "node" in on
+                              else {"enabled": "no"})
+        doc["proxy_service"] = ({"enabled": "yes", "public_addr": f"{scen.cluster_name}:443"}
+                                if "proxy" in on else {"enabled": "no"})
+        if "kube" in on:
+            doc["kubernetes_service"] = {"enabled": "yes",
+                                         "kube_cluster_name": f"{node.hostname}-k8s"}
+        if "app" in on:
+            doc["app_service"] = {"enabled": "yes", "apps": [
+                {"name": f"grafana-{node.hostname}", "uri": "http://localhost:3000"}]}
+        if "db" in on:
+            doc["db_service"] = {"enabled": "yes", "databases": [
+                {"name": f"postgres-{node.hostname}", "protocol": "postgres",
+                 "uri": "localhost:5432"}]}
+        if "windows_desktop" in on:
+            doc["windows_desktop_service"] = {"enabled": "yes"}
+        return yaml.dump(doc, sort_keys=False, default_flow_style=False, Dumper=_DUMPER).encode()
+
+    # --- logs ----------------------------------------------------------------
+
+    def _log(self, index: int) -> bytes:
+        node = self.cluster.nodes[index]
+        scen = self.cluster.scenario
+        return b"".join(log_lines(node, self.cluster.started, scen.seed, scen.cluster_name))
+
+
+_MESSAGES: list[tuple[str, str, str, str]] = [
+    # (level, component, message, caller)
+    ("INFO", "PROC:1", "Service is creating new listener. pid:{pid}.1 type:debug "
+     "address:/var/lib/teleport/debug.sock", "service/signals.go:242"),
+    ("INFO", "NODE:1", "Service is starting. pid:{pid}.1 version:{version}",
+     "service/service.go:3184"),
+    ("INFO", "PROC:1", "Connecting to the cluster with TLS client certificate. pid:{pid}.1",
+     "service/connect.go:258"),
+    ("INFO", "NODE:1:CA", "Cache \"node\" first init succeeded.", "cache/cache.go:1037"),
+    ("DEBUG", "KEEPALIVE", "Sent keepalive. target:{cluster}", "srv/keepalive.go:63"),
+    ("INFO", "SESSION:1", "Session started. session_id:{sid} login:root",
+     "srv/sess.go:1156"),
+    ("INFO", "AUDIT", "session.start cluster_name:{cluster} code:T2000I login:root",
+     "events/emitter.go:287"),
+    ("WARN", "NODE:1", "Re-using existing host certificate. pid:{pid}.1",
+     "service/connect.go:412"),
+    ("DEBUG", "NODE", "Heartbeat sent. addr:{addr}", "srv/heartbeatv2.go:455"),
+]
+_ERRORS: list[tuple[str, str, str, str]] = [
+    ("ERROR", "PROC:1", "Instance failed to establish connection to cluster: connection "
+     "refused pid:{pid}.1", "service/connect.go:119"),
+    ("ERROR", "NODE:1", "Failed to dial the proxy: dial tcp {cluster}:443: i/o timeout",
+     "reversetunnel/agent.go:391"),
+    ("ERROR", "NODE:1:CA", "Cache \"node\" failed to re-init: watcher is closed",
+     "cache/cache.go:1012"),
+]
+
+
+def log_lines(node: SimNode, end: float, seed: int, cluster_name: str) -> list[bytes]:
+    """Deterministic Teleport log lines of a node, the newest just before `end` (node clock)."""
+    g = node.inst.group
+    n = g.log_lines
+    rnd = random.Random(f"{seed}:{node.uuid}:log")
+    end += g.clock_offset_s
+    json_fmt = node.config.log_format == "json"
+    garbage = g.fault == "garbage"
+    fields = {"pid": str(node.pid), "version": node.inst.version,
+              "cluster": cluster_name,
+              "addr": node.heartbeat_addr or "tunnel"}
+    secret_at = {n // 3: "bearer", (2 * n) // 3: "cookie"} if node.canaries else {}
+    out: list[bytes] = []
+    for i in range(n):
+        ts = end - (n - i) * 7.3 + rnd.random()
+        if i in secret_at and secret_at[i] in node.canaries:
+            canary = node.canaries[secret_at[i]]
+            if secret_at[i] == "bearer":
+                lvl, comp, msg, caller = ("DEBUG", "HTTP:PROXY",
+                                          f"Outgoing request. method:GET url:/v1/webapi/sites "
+                                          f"headers:map[Authorization:[Bearer {canary}]]",
+                                          "web/apiserver.go:1302")
+            else:
+                lvl, comp, msg, caller = ("DEBUG", "WEB", f"Request cookie. "
+                                          f"cookie:__Host-session={canary}",
+                                          "web/sessions.go:612")
+        elif rnd.random() < g.log_error_rate:
+            lvl, comp, msg, caller = rnd.choice(_ERRORS)
+        else:
+            lvl, comp, msg, caller = rnd.choice(_MESSAGES)
+        msg = msg.format(pid=fields["pid"], version=fields["version"],
+                         cluster=fields["cluster"], addr=fields["addr"],
+                         sid=f"{rnd.getrandbits(64):016x}")
+        stamp = _stamp(ts)
+        if json_fmt:
+            line = json.dumps({"timestamp": stamp, "level": lvl.lower(), "component": comp,
+                               "message": msg, "caller": caller})
+        else:
+            line = f"{stamp} {lvl} {('[' + comp + ']').ljust(12)}{msg} {caller}"
+        raw = line.encode() + b"\n"
+        if garbage and i % 97 == 5:
+            raw = raw[:20] + b"\xff\xfe\x00\xc3" + raw[20:]
+        out.append(raw)
+    if garbage and out:
+        out[-1] = out[-1][: len(out[-1]) // 2]
+    return out
+
+
+def _stamp(ts: float) -> str:
+    d = dt.datetime.fromtimestamp(ts, dt.UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+# --- SFTP ---------------------------------------------------------------------
+
+
+@dataclass
+class _Handle:
+    path: str
+    entry: Entry
+    data: bytes
+
+
+def _sftp_error(exc: FSError) -> asyncssh.SFTPError:
+    if exc.errno == errno.ENOENT or exc.errno == errno.ENOTDIR:
+        return asyncssh.SFTPNoSuchFile(f"No such file: {exc.filename}")
+    if exc.errno == errno.EACCES:
+        return asyncssh.SFTPPermissionDenied("Permission denied")
+    return asyncssh.SFTPFailure(os.strerror(exc.errno or errno.EIO))
+
+
+def make_sftp_server(fs: NodeFS, hooks: SFTPHooks) -> Callable[[asyncssh.SSHServerChannel[bytes]],
+                                                                 asyncssh.SFTPServer]:
+    """An SFTPServer factory serving `fs` read-only, with fault hooks around each operation."""
+
+    def factory(chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
+        return ReadOnlySFTPServer(chan, fs, hooks)
+
+    return factory
+
+
+class SFTPHooks:
+    """Fault behaviour around SFTP operations (the default does nothing)."""
+
+    async def before(self, op: str, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        """Called before every operation; `op` is e.g. "read" or "stat"."""
+
+
+def _read_only() -> asyncssh.SFTPError:
+    return asyncssh.SFTPPermissionDenied("Read-only file system")
+
+
+class ReadOnlySFTPServer(asyncssh.SFTPServer):
+    """Serves a NodeFS; every write operation is refused."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], fs: NodeFS,
+                 hooks: SFTPHooks) -> None:
+        super().__init__(chan, chroot=None)
+        self._fs = fs
+        self._hooks = hooks
+        self._chan = chan
+
+    def _p(self, path: bytes) -> str:
+        s = path.decode("utf-8", "surrogateescape")
+        return posixpath.join(HOME, s) if not s.startswith("/") else s
+
+    async def realpath(self, path: bytes) -> bytes:
+        await self._hooks.before("realpath", self._chan)
+        p = self._p(path)
+        try:
+            resolved, _ = self._fs.lookup(p)
+        except FSError:
+            resolved = posixpath.normpath(p)  # a missing path is still answered, normalised
+        return resolved.encode("utf-8", "surrogateescape")
+
+    async def stat(self, path: bytes) -> asyncssh.SFTPAttrs:
+        await self._hooks.before("stat", self._chan)
+        try:
+            return self._fs.lookup(self._p(path))[1].attrs()
+        except FSError as exc:
+            raise _sftp_error(exc) from None
+
+    async def lstat(self, path: bytes) -> asyncssh.SFTPAttrs:
+        await self._hooks.before("lstat", self._chan)
+        try:
+            return self._fs.lookup(self._p(path), follow=False)[1].attrs()
+        except FSError as exc:
+            raise _sftp_error(exc) from None
+
+    async def fstat(self, file_obj: object) -> asyncssh.SFTPAttrs:
+        await self._hooks.before("fstat", self._chan)
+        assert isinstance(file_obj, _Handle)
+        attrs = file_obj.entry.attrs()
+        attrs.size = len(file_obj.data)
+        return attrs
+
+    async def readlink(self, path: bytes) -> bytes:
+        await self._hooks.before("readlink", self._chan)
+        try:
+            _, ent = self._fs.lookup(self._p(path), follow=False)
+        except FSError as exc:
+            raise _sftp_error(exc) from None
+        if ent.kind != "link":
+            raise asyncssh.SFTPInvalidParameter("Not a symbolic link")
+        return ent.target.encode()
+
+    async def open(self, path: bytes, pflags: int,
+                   attrs: asyncssh.SFTPAttrs) -> object:
+        await self._hooks.before("open", self._chan)
+        if pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT
+                     | asyncssh.FXF_TRUNC):
+            raise asyncssh.SFTPPermissionDenied("Read-only file system")
+        p = self._p(path)
+        try:
+            resolved, ent = self._fs.lookup(p)
+            if ent.kind == "dir":
+                raise asyncssh.SFTPFailure("Is a directory")
+            data = self._fs.read(resolved)
+        except FSError as exc:
+            raise _sftp_error(exc) from None
+        return _Handle(resolved, ent, data)
+
+    async def read(self, file_obj: object, offset: int,
+                   size: int) -> bytes:
+        await self._hooks.before("read", self._chan)
+        assert isinstance(file_obj, _Handle)
+        return file_obj.data[offset:offset + size]
+
+    def close(self, file_obj: object) -> None:
+        return None
+
+    async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        await self._hooks.before("scandir", self._chan)
+        try:
+            resolved, ent = self._fs.lookup(self._p(path))
+        except FSError as exc:
+            raise _sftp_error(exc) from None
+        if ent.kind != "dir":
+            raise asyncssh.SFTPNoSuchFile("Not a directory")
+        if not ent.readable:
+            raise asyncssh.SFTPPermissionDenied("Permission denied")
+        for name in (".", "..", *ent.children):
+            child = ent if name in (".", "..") else self._fs.entries[
+                posixpath.join(resolved, name)]
+            yield asyncssh.SFTPName(name.encode(), attrs=child.attrs())
+
+    # Every write operation is refused: the simulated nodes are read-only.
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> NoReturn:
+        raise _read_only()
+
+    def remove(self, path: bytes) -> NoReturn:
+        raise _read_only()
+
+    def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> NoReturn:
+        raise _read_only()
+
+    def rmdir(self, path: bytes) -> NoReturn:
+        raise _read_only()
+
+    def rename(self, oldpath: bytes, newpath: bytes) -> NoReturn:
+        raise _read_only()
+
+    def posix_rename(self, oldpath: bytes, newpath: bytes) -> NoReturn:
+        raise _read_only()
+
+    def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> NoReturn:
+        raise _read_only()
+
+    def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> NoReturn:
+        raise _read_only()
+
+    def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> NoReturn:
+        raise _read_only()
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> NoReturn:
+        raise _read_only()
+
+    def link(self, oldpath: bytes, newpath: bytes) -> NoReturn:
+        raise _read_only()
+
+
+def materialize(fs: NodeFS, root: Path) -> None:
+    """Write a node file system under `root` (tests compare the probe against real sh).
+
+    Absolute symlink targets are made relative so that they stay inside `root`.
+    """
+    for path, ent in sorted(fs.entries.items()):
+        dest = root / path.lstrip("/")
+        if ent.kind == "dir":
+            dest.mkdir(parents=True, exist_ok=True)
+        elif ent.kind == "link":
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            target = ent.target
+            if target.startswith("/"):
+                target = posixpath.relpath(target, posixpath.dirname(path))
+            os.symlink(target, dest)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(ent.content())
+            dest.chmod(ent.mode)
