@@ -65,9 +65,13 @@ def main() -> int:
             base = [sys.executable, "-m", "tpdump", "cluster", "--config",
                     str(tmp / "state" / "tpdump.yaml"), "-q", "--node-timeout", "60",
                     "--item-timeout", "30", "--connect-timeout", "30"]
-            rc1, wall1, _, _ = run([*base, "--nodes", "web-1", "-o", f"{tmp}/one/"])
-            one = report_of(tmp / "one")
-            t1 = one["node_results"][0]["seconds"]
+            # t1: one node's dump time, the best of three one-node runs
+            t1s = []
+            for i in range(3):
+                rc1, wall1, _, _ = run([*base, "--nodes", f"web-{i + 1}", "-o",
+                                        f"{tmp}/one{i}/"])
+                t1s.append(report_of(tmp / f"one{i}")["node_results"][0]["seconds"])
+            t1 = min(t1s)
             rc, wall, cpu, rss = run([*base, "--concurrency", str(c), "-o", f"{tmp}/all/"])
             full = report_of(tmp / "all")
             archive = sorted((tmp / "all").glob("*.tar.gz"))[-1]
@@ -81,7 +85,7 @@ def main() -> int:
     rows = {
         "nodes": n, "concurrency": c, "rtt_ms": args.rtt_ms,
         "sim_start_s": round(sim_start, 2),
-        "t1_node_s": round(t1, 3), "t1_run_wall_s": round(wall1, 2),
+        "t1_node_s": round(t1, 3), "t1_runs_s": t1s, "t1_run_wall_s": round(wall1, 2),
         "ideal_s": round(ideal, 2), "wall_s": round(wall, 2),
         "ratio_wall_to_ideal": round(wall / ideal, 3),
         "report_seconds": node_phase,

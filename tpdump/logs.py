@@ -56,6 +56,9 @@ def configure(*, verbose: bool, quiet: bool, fmt: str) -> RunLog:
     """Configure structlog for one run and return the log it keeps."""
     echo = logging.DEBUG if verbose else (logging.CRITICAL if quiet else logging.WARNING)
     run_log = RunLog(echo_level=echo, fmt=fmt)
+    # asyncssh logs every packet at debug level through stdlib logging; tpdump reports
+    # SSH failures itself, so only asyncssh's warnings are of interest.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

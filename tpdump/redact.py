@@ -8,6 +8,7 @@ leaves a marker naming what was removed, and is counted by category for the repo
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,9 @@ from typing import Any
 import yaml
 
 MARKER = "<redacted by tpdump: {}>"
+# libyaml when PyYAML has it (10x faster than the pure-Python parser and emitter).
+Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 # key name (lower case) -> category. Applies wherever the key appears in a document.
 SECRET_KEYS: dict[str, str] = {
@@ -58,6 +62,8 @@ _KV = re.compile(
     r"client[_-]?secret|secret[_-]?key|secret|api[_-]?key|private[_-]?key|bearer[_-]?token|"
     r"session[_-]?token)[\"']?)(?P<sep>\s*[:=]\s*)(?P<val>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&}\]]+)"
 )
+# A cheap first look: text without any of these words cannot match the patterns above.
+_HINT = re.compile(r"(?i)private key|bearer|cookie|token|passw|secret|api[_-]?key")
 # Command-line flags whose value is a secret (`--token=X` or `--token X`).
 SECRET_FLAGS = ("--token", "--auth-token", "--join-token", "--password", "--secret",
                 "--client-secret", "--api-key")
@@ -68,15 +74,19 @@ class Redactor:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()  # documents are also redacted in worker threads
 
     def marker(self, category: str) -> str:
-        self.counts[category] += 1
+        with self._lock:
+            self.counts[category] += 1
         return MARKER.format(category)
 
     # --- free text ---------------------------------------------------------------
     def text(self, value: str) -> str:
         """Secrets removed from free text: PEM private keys, bearer tokens, cookies,
         `secret-key: value` pairs."""
+        if not _HINT.search(value):
+            return value  # the common case: nothing secret-shaped at all
         value = _PEM.sub(lambda m: self.marker("private key"), value)
         value = _BEARER.sub(lambda m: f"{m.group(1)} {self.marker('bearer token')}", value)
         value = _COOKIE.sub(lambda m: f"{m.group(1)}{m.group(2)}{self.marker('cookie')}", value)
@@ -166,7 +176,7 @@ class Redactor:
         values; returns (text, parsed). Unparsable YAML falls back to the text patterns,
         so a malformed file still never leaks what they catch."""
         try:
-            roots = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+            roots = list(yaml.compose_all(text, Loader=Loader))
         except yaml.YAMLError:
             return self.text(text), False
         spans: list[tuple[int, int, str]] = []
@@ -237,7 +247,7 @@ def _hide_leaves(value: Any, make: Any) -> Any:
     return make() if _has_content(value) else value
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(_BaseDumper):  # type: ignore[misc,valid-type]  # chosen at import
     """Block-style YAML with multi-line strings kept readable."""
 
 

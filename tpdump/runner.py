@@ -204,9 +204,6 @@ class ClusterRun:
         for inst in chosen:
             assign_target(inst, self.settings.targets)
             self.results.append(NodeResult(inst))
-        await write_cluster(self.archive, discovery, self.extra, self.redactor)
-        self.objects = await write_objects(self.archive, discovery, kinds, self.redactor)
-        await self.write_roles()
         reachable = [r for r in self.results if r.instance.target is not None]
         for r in self.results:
             if r.instance.target is None:
@@ -219,8 +216,17 @@ class ClusterRun:
         queue = iter(reachable)
         workers = max(1, min(self.settings.concurrency, len(reachable)))
         async with anyio.create_task_group() as tg:
+            # Cluster files are written while the first nodes connect (waiting on the
+            # network), not before.
+            tg.start_soon(self.write_cluster_files, discovery, kinds)
             for _ in range(workers):
                 tg.start_soon(self._worker, queue)
+
+    async def write_cluster_files(self, discovery: Discovery, kinds: tuple[str, ...]) -> None:
+        assert self.archive is not None
+        await write_cluster(self.archive, discovery, self.extra, self.redactor)
+        self.objects = await write_objects(self.archive, discovery, kinds, self.redactor)
+        await self.write_roles()
 
     async def write_roles(self) -> None:
         """`role.<service>`: the service's heartbeat/inventory records, redacted."""

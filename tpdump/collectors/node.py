@@ -20,7 +20,7 @@ import yaml
 
 from tpdump.archive import ArchiveWriter
 from tpdump.config import Settings
-from tpdump.redact import Redactor
+from tpdump.redact import Loader, Redactor
 from tpdump.results import ItemResult, NodeResult
 from tpdump.transport import classify
 
@@ -76,7 +76,7 @@ def config_path(argv: list[str]) -> str:
 def config_facts(text: str) -> dict[str, Any]:
     """What support needs at a glance from teleport.yaml (already redacted)."""
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=Loader)
     except yaml.YAMLError as exc:
         return {"config_error": f"not valid YAML: {str(exc).splitlines()[0]}"}
     if not isinstance(doc, dict):
@@ -190,14 +190,24 @@ class NodeCollector:
             if scope.cancelled_caught:
                 self.item_failed("sftp", "TPD202", "SFTP did not start in time", started)
 
+        # The default config path is read while the probe runs (most nodes use it), so
+        # the usual node costs no extra round trips for it.
+        early: dict[str, Fetched] = {}
+
+        async def sftp_side() -> None:
+            await open_sftp()
+            if sftp:
+                early[DEFAULT_CONFIG] = await self.fetch(sftp[0], DEFAULT_CONFIG)
+
         argv: list[list[str]] = []
         async with anyio.create_task_group() as tg:
-            tg.start_soon(open_sftp)
+            tg.start_soon(sftp_side)
             argv = await self.probe()
         config = config_path(argv[0]) if argv else DEFAULT_CONFIG
         if sftp:
             try:
-                await self.read_config(sftp[0], config)
+                fetched = early.get(config) or await self.fetch(sftp[0], config)
+                await self.store_config(config, fetched)
             finally:
                 sftp[0].exit()
 
@@ -270,39 +280,58 @@ class NodeCollector:
             pass
         return found
 
-    async def read_config(self, sftp: asyncssh.SFTPClient, path: str) -> None:
-        """teleport.yaml by SFTP, secrets stripped, facts parsed."""
+    async def fetch(self, sftp: asyncssh.SFTPClient, path: str) -> Fetched:
+        """One file by SFTP, at most max_output bytes (+1 to see that it was cut)."""
         started = time.monotonic()
         cap = self.settings.max_output
-        data: bytes = b""
         with anyio.move_on_after(self.settings.item_timeout) as scope:
             try:
                 async with sftp.open(path, "rb") as f:
-                    data = await f.read(cap + 1) or b""
+                    data = await f.read(cap + 1)
+                assert isinstance(data, bytes)  # opened in binary mode
+                return Fetched(path, started, data[:cap], truncated=len(data) > cap)
             except asyncssh.SFTPNoSuchFile:
-                self.item_failed("teleport.yaml", "TPD209", f"{path}: no such file", started,
-                                 status="missing")
-                return
+                return Fetched(path, started, None, code="TPD209", status="missing",
+                               message=f"{path}: no such file")
             except (asyncssh.Error, OSError) as exc:
                 why = classify(exc)
-                self.item_failed("teleport.yaml", why.code, f"{path}: {why.detail}", started)
-                if why.code == "TPD205":
-                    self.result.fail(why.code, why.reason, f"reading {path}: {why.detail}")
-                return
-        if scope.cancelled_caught:
-            self.item_failed("teleport.yaml", "TPD202", f"{path}: not read in time", started)
-            self.result.fail("TPD202", "collection timed out", f"reading {path} took too long")
+                return Fetched(path, started, None, code=why.code, message=f"{path}: "
+                               f"{why.detail}", reason=why.reason)
+        assert scope.cancelled_caught
+        return Fetched(path, started, None, code="TPD202", message=f"{path}: not read in time",
+                       reason="collection timed out")
+
+    async def store_config(self, path: str, got: Fetched) -> None:
+        """teleport.yaml, secrets stripped, facts parsed."""
+        if got.data is None:
+            self.item_failed("teleport.yaml", got.code or "TPD209", got.message, got.started,
+                             status=got.status)
+            if got.code in ("TPD202", "TPD205"):
+                self.result.fail(got.code, got.reason, got.message)
             return
-        truncated = len(data) > cap
-        text = data[:cap].decode("utf-8", "surrogateescape")
+        text = got.data.decode("utf-8", "surrogateescape")
         cleaned, parsed = self.redactor.yaml_text(text)
         await self.write("teleport.yaml", "teleport.yaml", cleaned, source=f"sftp: {path}",
-                         truncated=truncated, started=started)
+                         truncated=got.truncated, started=got.started)
         self.result.facts["config_path"] = path
         if parsed:
             self.result.facts.update(config_facts(cleaned))
         else:
             self.result.facts["config_error"] = "not valid YAML"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A file read from a node, or why it could not be."""
+
+    path: str
+    started: float
+    data: bytes | None
+    truncated: bool = False
+    code: str | None = None
+    message: str = ""
+    status: str = "failed"
+    reason: str = ""
 
 
 def node_json(result: NodeResult) -> str:
