@@ -146,10 +146,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file_values = load_file(str(Path(state) / "tpdump.yaml"))
             flags: dict[str, Any] = {"quiet": args.quiet or None,
                                      "output": args.output or str(Path.cwd() / "dumps") + "/",
-                                     "connect_timeout": 5.0, "node_timeout": 20.0,
-                                     "item_timeout": 8.0}
+                                     "connect_timeout": 5.0, "node_timeout": 15.0,
+                                     "item_timeout": 4.0}
             settings = resolve(file_values, flags)
-            return cmd_cluster(settings, "tpdump demo")
+            code = cmd_cluster(settings, "tpdump demo")
+            if code == ExitCode.INCOMPLETE:
+                # The demo cluster is broken on purpose: an incomplete dump is its success.
+                print("(the demo cluster has faulty nodes on purpose; a real run would exit "
+                      "1 here: incomplete)")
+                return 0
+            return code
         finally:
             proc.terminate()
             try:

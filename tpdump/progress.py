@@ -32,7 +32,7 @@ def fmt_bytes(n: int) -> str:
 
 def line(c: Counters, written: int, elapsed: float) -> str:
     mins, secs = divmod(int(elapsed), 60)
-    if c.phase != "nodes":
+    if c.phase not in ("nodes", "finishing") or not c.total:
         return f"{c.phase} · {fmt_bytes(written)} · {mins:02d}:{secs:02d}"
     return (f"nodes {c.done}/{c.total} · {c.failed} failed · {fmt_bytes(written)} · "
             f"{mins:02d}:{secs:02d}")

@@ -238,9 +238,10 @@ def test_real_config_comes_back_verbatim(tmp_path: Path) -> None:
         assert facts["log_output"] == "/var/lib/teleport/teleport.log"
 
 
-def test_sigint_finishes_a_valid_archive_fast(tmp_path: Path) -> None:
-    """SIGINT during a dump of a slow cluster: a valid archive within 2 s, exit 130, and
-    the report says interrupted."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_finishes_a_valid_archive_fast(tmp_path: Path, signum: int) -> None:
+    """SIGINT or SIGTERM during a dump of a slow cluster: a valid archive within 2 s,
+    exit 130, and the report says interrupted."""
     sc = scenario([{"name": "slow", "count": 40, "services": ["node"], "fault": "slow",
                     "delay_s": 1.0}])
     with simulated(tmp_path, sc) as state:
@@ -255,7 +256,7 @@ def test_sigint_finishes_a_valid_archive_fast(tmp_path: Path) -> None:
             time.sleep(0.05)
         time.sleep(1.5)  # well into the node fan-out
         sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         proc.wait(timeout=10)
         elapsed = time.monotonic() - sent
     assert proc.returncode == 130, proc.stderr.read() if proc.stderr else ""
@@ -279,3 +280,34 @@ def test_sim_rejects_bad_scenario(tmp_path: Path) -> None:
                           timeout=30)
     assert done.returncode == 2
     assert "groups[0].fault" in done.stderr
+
+
+def test_verbose_json_logs_and_progress(tmp_path: Path) -> None:
+    """-v --log-format json puts one JSON event per step on stderr (each node's end among
+    them) besides the progress lines; without -q the progress line is printed."""
+    with simulated(tmp_path, scenario(
+            [{"name": "web", "count": 3, "services": ["node"]}])) as state:
+        out = tmp_path / "out"
+        done = subprocess.run(
+            tpdump_cmd("cluster", "--config", str(state / "tpdump.yaml"), "-o", f"{out}/",
+                       "-v", "--log-format", "json"),
+            capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    ends = [e for e in events if e["event"] == "node done"]
+    assert len(ends) == 3 and all(e["status"] == "ok" and "node" in e for e in ends)
+    assert any(line.startswith("nodes 3/3") for line in done.stderr.splitlines())
+    assert "archive:" in done.stdout and "tpdump complete" in done.stdout
+
+
+def test_demo_prints_archive_and_summary(tmp_path: Path) -> None:
+    """`tpdump demo` starts the built-in simulated cluster, dumps it, prints the archive
+    path and the report summary, and exits 0 although the demo has faulty nodes."""
+    done = subprocess.run(tpdump_cmd("demo", "-q", "-o", f"{tmp_path}/"), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    path = Path(done.stdout.split("archive: ", 1)[1].split()[0])
+    assert path.exists() and path.parent == tmp_path
+    assert "nodes: 50 total" in done.stdout and "TPD200" in done.stdout
+    files = read_archive(path)
+    assert json.loads(files["report.json"])["verdict"] == "INCOMPLETE"
