@@ -23,7 +23,7 @@ from tests.integration.helpers import (
     tpdump_cmd,
 )
 
-REF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "teleport"
+REF = Path(__file__).resolve().parents[1] / "data" / "teleport"
 
 # fault -> the code every node with it must fail with
 FAULT_CODES = {

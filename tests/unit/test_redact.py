@@ -6,7 +6,7 @@ import yaml
 
 from tpdump.redact import Redactor, dump_yaml
 
-REF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "teleport" / "config"
+REF = Path(__file__).resolve().parents[1] / "data" / "teleport" / "config"
 
 
 def test_reference_config_stays_verbatim_but_for_tokens() -> None:
