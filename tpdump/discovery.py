@@ -253,23 +253,22 @@ async def fetch_kinds(
     return results, docs, problems
 
 
-async def discover(tctl: Tctl, kinds: Iterable[str]) -> Discovery:
-    """Inventory, heartbeats and the other object kinds, all in one bounded wave."""
-    wanted = list(dict.fromkeys([*HEARTBEAT_KINDS, *kinds]))
+async def discover(tctl: Tctl) -> Discovery:
+    """Inventory and the heartbeats of every service kind: what enumerating the cluster
+    needs, and no more, so that the fan-out can start (other kinds come later)."""
     inventory_result: TctlResult | None = None
+    fetched: list[Any] = []
 
     async def inventory() -> None:
         nonlocal inventory_result
         inventory_result = await tctl.run("inventory", "ls", "--format=json")
 
+    async def heartbeats() -> None:
+        fetched.append(await fetch_kinds(tctl, HEARTBEAT_KINDS))
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(inventory)
-        fetched: list[Any] = []
-
-        async def kinds_task() -> None:
-            fetched.append(await fetch_kinds(tctl, wanted))
-
-        tg.start_soon(kinds_task)
+        tg.start_soon(heartbeats)
     results, docs, problems = fetched[0]
     assert inventory_result is not None
     inv_docs: list[dict[str, Any]] | None = None
@@ -287,7 +286,6 @@ async def discover(tctl: Tctl, kinds: Iterable[str]) -> Discovery:
         problems.append(Problem(inventory_result.failure.code, "inventory",
                                 inventory_result.message))
     results["inventory"] = inventory_result
-    heartbeats = {k: docs[k] for k in HEARTBEAT_KINDS if k in docs}
-    instances = merge(inv_docs, heartbeats)
+    instances = merge(inv_docs, {k: docs[k] for k in HEARTBEAT_KINDS if k in docs})
     log.info("discovered", instances=len(instances), inventory=inv_docs is not None)
     return Discovery(instances, results, docs, problems, supported)

@@ -21,7 +21,7 @@ from tpdump.archive import ArchiveWriter, safe_component
 from tpdump.collectors.cluster import write_cluster, write_objects, write_preflight
 from tpdump.collectors.node import NodeCollector, node_json
 from tpdump.config import Settings
-from tpdump.discovery import Discovery, assign_target, discover, select
+from tpdump.discovery import Discovery, assign_target, discover, fetch_kinds, select
 from tpdump.errors import ArchiveError, ExitCode, Problem
 from tpdump.logs import RunLog
 from tpdump.progress import Counters, Progress
@@ -194,7 +194,7 @@ class ClusterRun:
         assert self.archive is not None
         self.counters.phase = "discovery"
         kinds = self.settings.kinds()
-        discovery = await discover(self.tctl, kinds)
+        discovery = await discover(self.tctl)
         chosen, dropped = select(discovery.instances, self.settings.nodes,
                                  self.settings.exclude_nodes)
         discovery.instances = chosen
@@ -223,7 +223,14 @@ class ClusterRun:
                 tg.start_soon(self._worker, queue)
 
     async def write_cluster_files(self, discovery: Discovery, kinds: tuple[str, ...]) -> None:
+        """The other object kinds (fetched while nodes are collected), then cluster/,
+        objects/ and every instance's role files."""
         assert self.archive is not None
+        rest = [k for k in kinds if k not in discovery.kind_results]
+        results, docs, problems = await fetch_kinds(self.tctl, rest)
+        discovery.kind_results.update(results)
+        discovery.kind_docs.update(docs)
+        self.problems.extend(problems)
         await write_cluster(self.archive, discovery, self.extra, self.redactor)
         self.objects = await write_objects(self.archive, discovery, kinds, self.redactor)
         await self.write_roles()
