@@ -4,7 +4,6 @@ mean "deadline now", after which the archive is finished within seconds."""
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,6 +27,7 @@ from tpdump.progress import Counters, Progress
 from tpdump.redact import Redactor, dump_yaml
 from tpdump.report import RunFacts, build, render_html, render_json, render_text
 from tpdump.results import NodeResult, NodeStatus
+from tpdump.status import ClusterStatus, parse_status
 from tpdump.tctl import Tctl, TctlFailure, TctlResult
 from tpdump.transport import ProxyError, Transport, classify, failure
 
@@ -36,7 +36,6 @@ log = structlog.get_logger("tpdump.runner")
 # Finishing the archive after an interrupt must take at most this long (SPEC §7: 2 s).
 FINISH_BUDGET_INTERRUPTED = 1.5
 FINISH_BUDGET = 60.0
-_CLUSTER_LINE = re.compile(r"^\s*Cluster(?:\s+name)?\s*:?\s+(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass
@@ -46,11 +45,6 @@ class Outcome:
     exit_code: ExitCode
     archive: Path | None
     report: dict[str, Any]
-
-
-def cluster_name_from_status(text: str) -> str | None:
-    match = _CLUSTER_LINE.search(text)
-    return match.group(1) if match else None
 
 
 def output_path(settings: Settings, cluster: str, started: float) -> Path:
@@ -88,6 +82,7 @@ class ClusterRun:
         self.cluster = settings.cluster_name or "cluster"
         self.archive: ArchiveWriter | None = None
         self.report: dict[str, Any] = {}
+        self.status: ClusterStatus | None = None
 
     # --- the run --------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -103,7 +98,7 @@ class ClusterRun:
                 await self.preflight()
                 archive = self._open_archive()
                 outer.start_soon(archive.run)
-                await write_preflight(archive, self.extra, self.redactor)
+                await write_preflight(archive, self.extra, self.status, self.redactor)
                 if self.fatal is None:
                     await self.collect()
             if self.archive is None:  # interrupted during the preflight
@@ -173,9 +168,14 @@ class ClusterRun:
         if st is None:  # interrupted before tctl answered
             return
         if st.ok:
-            name = cluster_name_from_status(st.stdout.decode("utf-8", "replace"))
-            if name and not self.settings.cluster_name:
-                self.cluster = name
+            parsed = parse_status(st.stdout.decode("utf-8", "replace"))
+            if parsed is None:
+                self.problems.append(Problem("TPD107", "tctl status",
+                                             "neither known layout of `tctl status`"))
+            else:
+                self.status = parsed
+                if parsed.cluster and not self.settings.cluster_name:
+                    self.cluster = parsed.cluster
         elif st.failure in (TctlFailure.CANNOT_CONNECT, TctlFailure.TIMEOUT,
                             TctlFailure.NOT_FOUND):
             code = st.failure.code if st.failure is not TctlFailure.TIMEOUT else "TPD100"

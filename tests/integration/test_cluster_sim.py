@@ -311,3 +311,18 @@ def test_demo_prints_archive_and_summary(tmp_path: Path) -> None:
     assert "nodes: 50 total" in done.stdout and "TPD200" in done.stdout
     files = read_archive(path)
     assert json.loads(files["report.json"])["verdict"] == "INCOMPLETE"
+
+
+@pytest.mark.parametrize("version", ["16.4.0", "17.4.2"])
+def test_status_of_either_layout_is_parsed(tmp_path: Path, version: str) -> None:
+    """cluster/status.json holds the parsed `tctl status` of v16 and v17 clusters, and the
+    archive is named after the cluster it reports."""
+    sc = scenario([{"name": "web", "count": 1, "services": ["node"], "version": version}])
+    sc["teleport_version"] = version
+    with simulated(tmp_path, sc) as state:
+        dump = run_dump(state, tmp_path / "out", *FAST)
+    status = dump.json("cluster/status.json")
+    assert status["layout"] == ("v16" if version.startswith("16") else "v17")
+    assert status["cluster"] == "acme.example.com" and status["version"] == version
+    assert status["ca_pins"] and any(a["type"] == "host" for a in status["authorities"])
+    assert dump.archive is not None and "tpdump-acme.example.com-" in dump.archive.name

@@ -12,6 +12,7 @@ import anyio
 from tpdump.archive import ArchiveWriter
 from tpdump.discovery import Discovery
 from tpdump.redact import Redactor, dump_yaml
+from tpdump.status import ClusterStatus
 from tpdump.tctl import TctlResult
 
 
@@ -55,8 +56,12 @@ async def write_objects(archive: ArchiveWriter, discovery: Discovery, kinds: Ite
 
 
 async def write_preflight(archive: ArchiveWriter, extra: dict[str, TctlResult],
-                          redactor: Redactor) -> None:
-    """cluster/tctl_status.txt and tctl_version.txt (or their .error files)."""
+                          status: ClusterStatus | None, redactor: Redactor) -> None:
+    """cluster/tctl_status.txt and tctl_version.txt (or their .error files), and the
+    parsed status as cluster/status.json."""
+    if status is not None:
+        await archive.add("cluster/status.json", json.dumps(status.to_json(), indent=1),
+                          source="parsed from tctl status")
     for name, result in extra.items():
         if result.ok:
             await archive.add(f"cluster/tctl_{name}.txt",
