@@ -45,12 +45,19 @@ _VALUE_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("--tctl-timeout",), "tctl_timeout", "seconds for one tctl call"),
     (("--preflight-timeout",), "preflight_timeout", "seconds for the preflight checks"),
     (("--max-output",), "max_output", "byte cap of one item's output (e.g. 8MB)"),
+    (("--log-window",), "log_window_h", "hours of logs to collect (newest kept)"),
+    (("--log-lines",), "log_lines", "at most this many log lines per log"),
+    (("--log-bytes",), "log_bytes", "byte cap of one log (e.g. 8MB; newest lines kept)"),
+    (("--sysroot",), "sysroot", "`node` only: read a root file system mounted here"),
     (("-o", "--output"), "output", "archive path, or a directory to put it in"),
     (("--log-format",), "log_format", "console or json"),
 )
-_INT = {"concurrency", "tctl_concurrency"}
+_INT = {"concurrency", "tctl_concurrency", "log_lines"}
 _FLOAT = {"connect_timeout", "node_timeout", "item_timeout", "timeout", "tctl_timeout",
-          "preflight_timeout"}
+          "preflight_timeout", "log_window_h"}
+# What `tpdump node` accepts (no auth API, no SSH).
+_NODE_FLAGS = {"cluster_name", "profile", "item_timeout", "timeout", "max_output",
+               "log_window_h", "log_lines", "log_bytes", "sysroot", "output", "log_format"}
 
 
 def _number(kind: type) -> Any:
@@ -62,17 +69,20 @@ def _number(kind: type) -> Any:
     return parse
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _add_run_options(p: argparse.ArgumentParser, *, node: bool = False) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML file of options (flags override it)")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective settings and exit")
     for flags, dest, text in _VALUE_FLAGS:
+        if (node and dest not in _NODE_FLAGS) or (not node and dest == "sysroot"):
+            continue
         kind = int if dest in _INT else float if dest in _FLOAT else str
         p.add_argument(*flags, dest=dest, default=None, help=text,
                        type=_number(kind) if kind is not str else str)
-    p.add_argument("--insecure-accept-any-host-key", dest="insecure_accept_any_host_key",
-                   action="store_true", default=None,
-                   help="DANGEROUS: do not verify node host keys")
+    if not node:
+        p.add_argument("--insecure-accept-any-host-key", dest="insecure_accept_any_host_key",
+                       action="store_true", default=None,
+                       help="DANGEROUS: do not verify node host keys")
     p.add_argument("-q", "--quiet", dest="quiet", action="store_true", default=None,
                    help="no progress output")
     p.add_argument("-v", "--verbose", dest="verbose", action="store_true", default=None,
@@ -90,6 +100,11 @@ def parser() -> argparse.ArgumentParser:
                              description="Enumerate every agent through the auth API (tctl), "
                              "collect each over SSH, write one archive with a report.")
     _add_run_options(cluster)
+    node = sub.add_parser("node", help="dump this host (or a mounted root: --sysroot)",
+                          description="Dump the local host's Teleport: config, processes, "
+                          "systemd units, journald or log files, diag endpoints, data_dir "
+                          "and process state, into one archive. No SSH, no auth API.")
+    _add_run_options(node, node=True)
     exp = sub.add_parser("explain", help="the long explanation of an error code")
     exp.add_argument("code", nargs="?", help="e.g. TPD200; without it, list every code")
     demo = sub.add_parser("demo", help="start a simulated cluster and dump it")
@@ -103,9 +118,9 @@ def parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     file_values = load_file(args.config) if args.config else {}
-    flags = {dest: getattr(args, dest) for _, dest, _ in _VALUE_FLAGS}
+    flags = {dest: getattr(args, dest) for _, dest, _ in _VALUE_FLAGS if hasattr(args, dest)}
     for dest in ("insecure_accept_any_host_key", "quiet", "verbose"):
-        flags[dest] = getattr(args, dest)
+        flags[dest] = getattr(args, dest, None)
     return resolve(file_values, flags)
 
 
@@ -119,6 +134,20 @@ def cmd_cluster(settings: Settings, command: str) -> int:
     if outcome.report:
         for line in summary_lines(outcome.report):
             print(line)
+    return int(outcome.exit_code)
+
+
+def cmd_node(settings: Settings, command: str) -> int:
+    from tpdump.local import run_node
+    from tpdump.report import summary_lines
+
+    if settings.sysroot and not Path(settings.sysroot).is_dir():
+        raise UsageError(f"--sysroot {settings.sysroot}: not a directory")
+    run_log = configure(verbose=settings.verbose, quiet=settings.quiet, fmt=settings.log_format)
+    outcome = anyio.run(run_node, settings, run_log, command)
+    print(f"archive: {outcome.archive}")
+    for line in summary_lines(outcome.report) if outcome.report else []:
+        print(line)
     return int(outcome.exit_code)
 
 
@@ -182,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.print_config:
             print(yaml.safe_dump(settings.as_dict(), sort_keys=True), end="")
             return 0
+        if args.command == "node":
+            return cmd_node(settings, "tpdump " + shlex.join(argv))
         _require(settings)
         return cmd_cluster(settings, "tpdump " + shlex.join(argv))
     except TpdumpError as exc:

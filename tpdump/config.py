@@ -31,6 +31,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_output": 8 * 1024 * 1024,
         "sessions_per_node": 4,
         "tunnels_per_proxy_connection": 64,
+        "log_window_h": 24.0,
+        "log_lines": 20000,
+        "log_bytes": 8 * 1024 * 1024,
+        "datadir_entries": 2000,
+        "sqlite_bytes": 64 * 1024 * 1024,
     },
     "speed": {
         "concurrency": 256,
@@ -44,6 +49,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_output": 1024 * 1024,
         "sessions_per_node": 4,
         "tunnels_per_proxy_connection": 64,
+        "log_window_h": 6.0,
+        "log_lines": 5000,
+        "log_bytes": 2 * 1024 * 1024,
+        "datadir_entries": 500,
+        "sqlite_bytes": 16 * 1024 * 1024,
     },
     "complete": {
         "concurrency": 32,
@@ -57,6 +67,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_output": 64 * 1024 * 1024,
         "sessions_per_node": 4,
         "tunnels_per_proxy_connection": 64,
+        "log_window_h": 168.0,
+        "log_lines": 200000,
+        "log_bytes": 64 * 1024 * 1024,
+        "datadir_entries": 20000,
+        "sqlite_bytes": 256 * 1024 * 1024,
     },
     "small": {
         "concurrency": 64,
@@ -70,6 +85,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_output": 256 * 1024,
         "sessions_per_node": 4,
         "tunnels_per_proxy_connection": 64,
+        "log_window_h": 6.0,
+        "log_lines": 2000,
+        "log_bytes": 512 * 1024,
+        "datadir_entries": 500,
+        "sqlite_bytes": 8 * 1024 * 1024,
     },
 }
 DEFAULT_PROFILE = "standard"
@@ -121,6 +141,12 @@ class Settings:
     max_output: int = 0
     sessions_per_node: int = 0
     tunnels_per_proxy_connection: int = 0
+    log_window_h: float = 0.0
+    log_lines: int = 0
+    log_bytes: int = 0
+    datadir_entries: int = 0
+    sqlite_bytes: int = 0
+    sysroot: str | None = None
     # output
     output: str | None = None
     quiet: bool = False
@@ -169,7 +195,7 @@ def parse_size(value: object, name: str) -> int:
 def _coerce(name: str, value: Any, base: Path | None) -> Any:
     """Check and convert one value from the config file or a flag to its field's type."""
     kind = _FIELDS[name].type
-    if name == "max_output":
+    if name in _SIZE_FIELDS:
         return parse_size(value, name)
     if name == "targets":
         if not isinstance(value, Mapping) or not all(
@@ -205,7 +231,9 @@ def _coerce(name: str, value: Any, base: Path | None) -> Any:
     return value
 
 
-_PATH_FIELDS = frozenset({"identity", "tctl", "ssh_key", "known_hosts", "ssh_config", "output"})
+_PATH_FIELDS = frozenset({"identity", "tctl", "ssh_key", "known_hosts", "ssh_config", "output",
+                          "sysroot"})
+_SIZE_FIELDS = frozenset({"max_output", "log_bytes", "sqlite_bytes"})
 
 
 def load_file(path: str) -> dict[str, Any]:

@@ -136,6 +136,12 @@ _CODES: tuple[Code, ...] = (
     Code("TPD212", "SSH error",
          "An SSH error that tpdump does not classify further.",
          "Read the message in error.txt."),
+    Code("TPD213", "no Teleport on this host",
+         "`tpdump node` found no running teleport process and no readable config file, so "
+         "the archive holds only host facts (OS, kernel, memory, disks, systemd units named "
+         "teleport*, if any).",
+         "Run it on a host that runs Teleport, pass --sysroot for a mounted root file "
+         "system, or check the config path in the teleport unit's ExecStart."),
     Code("TPD300", "interrupted",
          "The run was interrupted (Ctrl-C or SIGTERM). Everything collected until then is in "
          "the archive.",

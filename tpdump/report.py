@@ -144,7 +144,8 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     ]
     kinds = report["objects"]
     ok_kinds = sum(1 for v in kinds.values() if v["status"] == "ok")
-    lines.append(f"objects: {ok_kinds}/{len(kinds)} kinds")
+    if kinds:
+        lines.append(f"objects: {ok_kinds}/{len(kinds)} kinds")
     if report["fatal"]:
         lines.append(f"FATAL: {report['fatal']}")
     for g in report["problems"]:

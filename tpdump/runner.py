@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from tpdump.collectors.node import NodeCollector, node_json
 from tpdump.config import Settings
 from tpdump.discovery import Discovery, assign_target, discover, fetch_kinds, select
 from tpdump.errors import ArchiveError, ExitCode, Problem
+from tpdump.hosts import SSHHost
 from tpdump.logs import RunLog
 from tpdump.progress import Counters, Progress
 from tpdump.redact import Redactor, dump_yaml
@@ -58,8 +60,9 @@ def output_path(settings: Settings, cluster: str, started: float) -> Path:
     return out
 
 
-class ClusterRun:
-    """One `tpdump cluster` run."""
+class Run(ABC):
+    """The frame every run shares: signals, progress, the deadline, the archive, and the
+    report at the end. Subclasses say how to preflight and what to collect."""
 
     def __init__(self, settings: Settings, run_log: RunLog, command: str) -> None:
         self.settings = settings
@@ -67,22 +70,32 @@ class ClusterRun:
         self.command = command
         self.started = time.time()
         self.redactor = Redactor()
-        self.tctl = Tctl(settings.tctl, auth_server=settings.auth_server,
-                         identity=settings.identity, concurrency=settings.tctl_concurrency,
-                         timeout=settings.tctl_timeout)
-        self.transport = Transport(settings)
         self.counters = Counters()
         self.results: list[NodeResult] = []
         self.problems: list[Problem] = []
         self.objects: dict[str, dict[str, Any]] = {}
-        self.extra: dict[str, TctlResult] = {}
-        self.discovery: Discovery | None = None
         self.fatal: str | None = None
         self.interrupted = False
         self.cluster = settings.cluster_name or "cluster"
         self.archive: ArchiveWriter | None = None
         self.report: dict[str, Any] = {}
-        self.status: ClusterStatus | None = None
+
+    @property
+    def tctl_calls(self) -> int:
+        return 0
+
+    async def preflight(self) -> None:  # noqa: B027 - an optional hook
+        """Checks before the archive is opened (may set self.fatal)."""
+
+    async def opened(self, archive: ArchiveWriter) -> None:  # noqa: B027 - optional hook
+        """The archive is open: write what the preflight learnt."""
+
+    @abstractmethod
+    async def collect(self) -> None:
+        """Gather everything into self.archive and self.results."""
+
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook
+        """Release connections."""
 
     # --- the run --------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -98,7 +111,7 @@ class ClusterRun:
                 await self.preflight()
                 archive = self._open_archive()
                 outer.start_soon(archive.run)
-                await write_preflight(archive, self.extra, self.status, self.redactor)
+                await self.opened(archive)
                 if self.fatal is None:
                     await self.collect()
             if self.archive is None:  # interrupted during the preflight
@@ -112,7 +125,7 @@ class ClusterRun:
             watcher.cancel()
             progress_scope.cancel()
         with anyio.CancelScope(shield=True):
-            await self.transport.aclose()
+            await self.aclose()
         progress.draw(final=True)
         try:
             await anyio.to_thread.run_sync(archive.close)
@@ -140,6 +153,81 @@ class ClusterRun:
         self.archive.open()
         log.info("archive", path=str(self.archive.partial))
         return self.archive
+
+    async def finish(self, deadline_reached: bool) -> None:
+        """The report first (it is what matters most if time runs out), then node.json and
+        error.txt for every instance, then the log."""
+        assert self.archive is not None
+        self.counters.phase = "finishing"
+        if deadline_reached:
+            self.problems.append(Problem("TPD301", "run",
+                                         f"--timeout {self.settings.timeout:g} s reached"))
+        if self.interrupted:
+            self.problems.append(Problem("TPD300", "run", "interrupted by signal"))
+        for r in self.results:
+            if r.status is NodeStatus.INTERRUPTED and r.code is None:
+                r.fail("TPD300" if self.interrupted else "TPD301", "not finished",
+                       "the run was interrupted" if self.interrupted else "run deadline")
+            elif r.status is NodeStatus.NOT_STARTED:
+                r.fail("TPD300" if self.interrupted else "TPD301", "not started",
+                       "the run ended before this node's turn")
+        facts = RunFacts(
+            cluster=self.cluster, started=self.started, finished=time.time(),
+            command=self.command, settings=self.settings.as_dict(),
+            interrupted=self.interrupted, deadline_reached=deadline_reached, fatal=self.fatal,
+            problems=self.problems, objects=self.objects, redactions=self.redactor.counts,
+            truncated_files=[e.path for e in self.archive.entries if e.truncated],
+            archive_bytes=self.archive.bytes_written, tctl_calls=self.tctl_calls,
+        )
+        self.report = report = build(facts, self.results)
+        await self.archive.add("report.json", render_json(report), source="tpdump")
+        await self.archive.add("report.txt", render_text(report), source="tpdump")
+        await self.archive.add("readme.html", render_html(report), source="tpdump")
+        for r in self.results:
+            await self.archive.add(f"{r.dir}/node.json", node_json(r), source="tpdump")
+            if r.status is not NodeStatus.OK and r.code:
+                await self.archive.add(f"{r.dir}/error.txt",
+                                       f"{r.code} {r.reason}\n{r.detail}\n"
+                                       f"See: tpdump explain {r.code}\n", source="tpdump")
+        await self.archive.add("tpdump.log", self.run_log.text(), source="tpdump")
+        await self.archive.finish_input()
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first non-group exception of a (nested) exception group."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _run_in(scope: anyio.CancelScope, func: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await func()
+
+
+class ClusterRun(Run):
+    """One `tpdump cluster` run."""
+
+    def __init__(self, settings: Settings, run_log: RunLog, command: str) -> None:
+        super().__init__(settings, run_log, command)
+        self.tctl = Tctl(settings.tctl, auth_server=settings.auth_server,
+                         identity=settings.identity, concurrency=settings.tctl_concurrency,
+                         timeout=settings.tctl_timeout)
+        self.transport = Transport(settings)
+        self.extra: dict[str, TctlResult] = {}
+        self.discovery: Discovery | None = None
+        self.status: ClusterStatus | None = None
+
+    async def opened(self, archive: ArchiveWriter) -> None:
+        await write_preflight(archive, self.extra, self.status, self.redactor)
+
+    @property
+    def tctl_calls(self) -> int:
+        return self.tctl.calls
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
 
     async def preflight(self) -> None:
         """tctl status and version, and the proxy, in a few seconds; stop early when the
@@ -274,7 +362,7 @@ class ClusterRun:
                 result.fail("TPD212", "SSH error", f"internal error: {type(leaf).__name__}: "
                             f"{leaf}")
             else:
-                result.status = _status(result)
+                result.status = node_result_status(result)
             finally:
                 result.seconds = time.monotonic() - started
             log.info("node done", status=result.status.value, code=result.code,
@@ -300,8 +388,9 @@ class ClusterRun:
             result.fail(why.code, why.reason, why.detail)
             return
         result.connect_seconds = time.monotonic() - started
+        host = SSHHost(conn, settings.sessions_per_node)
         try:
-            collector = NodeCollector(conn, result, self.archive, self.redactor, settings)
+            collector = NodeCollector(host, result, self.archive, self.redactor, settings)
             await collector.collect()
         except (asyncssh.Error, OSError) as exc:
             why = classify(exc)
@@ -314,62 +403,11 @@ class ClusterRun:
             why = classify(leaf)
             result.fail(why.code, why.reason, why.detail)
         finally:
+            host.close()
             conn.close()
             self.transport.release(jump)
 
-    async def finish(self, deadline_reached: bool) -> None:
-        """The report first (it is what matters most if time runs out), then node.json and
-        error.txt for every instance, then the log."""
-        assert self.archive is not None
-        self.counters.phase = "finishing"
-        if deadline_reached:
-            self.problems.append(Problem("TPD301", "run",
-                                         f"--timeout {self.settings.timeout:g} s reached"))
-        if self.interrupted:
-            self.problems.append(Problem("TPD300", "run", "interrupted by signal"))
-        for r in self.results:
-            if r.status is NodeStatus.INTERRUPTED and r.code is None:
-                r.fail("TPD300" if self.interrupted else "TPD301", "not finished",
-                       "the run was interrupted" if self.interrupted else "run deadline")
-            elif r.status is NodeStatus.NOT_STARTED:
-                r.fail("TPD300" if self.interrupted else "TPD301", "not started",
-                       "the run ended before this node's turn")
-        facts = RunFacts(
-            cluster=self.cluster, started=self.started, finished=time.time(),
-            command=self.command, settings=self.settings.as_dict(),
-            interrupted=self.interrupted, deadline_reached=deadline_reached, fatal=self.fatal,
-            problems=self.problems, objects=self.objects, redactions=self.redactor.counts,
-            truncated_files=[e.path for e in self.archive.entries if e.truncated],
-            archive_bytes=self.archive.bytes_written, tctl_calls=self.tctl.calls,
-        )
-        self.report = report = build(facts, self.results)
-        await self.archive.add("report.json", render_json(report), source="tpdump")
-        await self.archive.add("report.txt", render_text(report), source="tpdump")
-        await self.archive.add("readme.html", render_html(report), source="tpdump")
-        for r in self.results:
-            await self.archive.add(f"{r.dir}/node.json", node_json(r), source="tpdump")
-            if r.status is not NodeStatus.OK and r.code:
-                await self.archive.add(f"{r.dir}/error.txt",
-                                       f"{r.code} {r.reason}\n{r.detail}\n"
-                                       f"See: tpdump explain {r.code}\n", source="tpdump")
-        await self.archive.add("tpdump.log", self.run_log.text(), source="tpdump")
-        await self.archive.finish_input()
-
-
-def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first non-group exception of a (nested) exception group."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-async def _run_in(scope: anyio.CancelScope, func: Callable[[], Awaitable[None]]) -> None:
-    with scope:
-        await func()
-
-
-def _status(result: NodeResult) -> NodeStatus:
+def node_result_status(result: NodeResult) -> NodeStatus:
     if result.code is None:
         return NodeStatus.OK
     if any(i.status in ("ok", "truncated") for i in result.items):

@@ -1,43 +1,47 @@
-"""Per-node collection over one SSH connection: the probe (one exec that reports the
-teleport processes, version and host facts), then files by SFTP. Each item has its own
-deadline and byte cap; one failing item never stops the others."""
+"""Everything a node has to say (SPEC §4), from a `Host`: the probe (one exec for the
+teleport processes, version and host facts), teleport.yaml, systemd units, journald or the
+log file, diag endpoints, the debug socket, connections, disk, the data_dir listing and the
+process-state database. Each item has its own deadline and byte cap; one failing or
+hanging item never stops the others."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import shlex
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import anyio
-import asyncssh
 import structlog
 import yaml
 
 from tpdump.archive import ArchiveWriter
+from tpdump.collectors.sqlite import dump_process_state
 from tpdump.config import Settings
+from tpdump.hosts import Exec, Host, ItemError
 from tpdump.redact import Loader, Redactor
 from tpdump.results import ItemResult, NodeResult
-from tpdump.transport import classify
+from tpdump.transport import Failure, failure
 
 log = structlog.get_logger("tpdump.node")
 
 PROBE_SCRIPT = resources.files("tpdump.collectors").joinpath("probe.sh").read_text("utf-8")
 DEFAULT_CONFIG = "/etc/teleport.yaml"
-
-
-@dataclass(frozen=True)
-class Exec:
-    """A finished remote command: exit status, output, and whether it was cut."""
-
-    stdout: bytes
-    stderr: bytes
-    exit_status: int | None
-    truncated: bool
+DEFAULT_DATA_DIR = "/var/lib/teleport"
+_LOG_TARGETS = {"stderr", "stdout", "syslog", "", "2", "1"}
+_TUNNEL_WORDS = re.compile(r"(?i)reverse.?tunnel|tunnel|proxy.?peer|agentpool|discover.*proxy")
+# systemd's unit search path, most specific first.
+_UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
+              "/usr/lib/systemd/system", "/lib/systemd/system")
+# Well-known Teleport ports, to name what a connection goes to.
+_PORT_ROLES = {3025: "auth", 3024: "proxy tunnel", 3023: "proxy ssh", 3080: "proxy web",
+               443: "proxy web"}
 
 
 def probe_command(boundary: str, root: str, cap: int) -> str:
@@ -50,8 +54,7 @@ def parse_probe(output: bytes, boundary: str) -> dict[str, bytes]:
     """Sections of the probe's output by name; content without the framing newline."""
     marker = f"\n--{boundary} ".encode()
     sections: dict[str, bytes] = {}
-    chunks = output.split(marker)
-    for chunk in chunks[1:]:
+    for chunk in output.split(marker)[1:]:
         name, _, body = chunk.partition(b"\n")
         sections[name.decode("utf-8", "replace").strip()] = body
     return sections
@@ -62,15 +65,33 @@ def split_cmdline(raw: bytes) -> list[str]:
     return [a.decode("utf-8", "surrogateescape") for a in raw.rstrip(b"\0").split(b"\0")]
 
 
+def _flag(argv: list[str], names: tuple[str, ...]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg in names and i + 1 < len(argv):
+            return argv[i + 1]
+        for name in names:
+            if name.startswith("--") and arg.startswith(name + "="):
+                return arg[len(name) + 1:]
+    return None
+
+
 def config_path(argv: list[str]) -> str:
     """The config file a `teleport start` command line names, else the default."""
-    for i, arg in enumerate(argv):
-        if arg in ("-c", "--config") and i + 1 < len(argv):
-            return argv[i + 1]
-        for flag in ("--config=", "-c="):
-            if arg.startswith(flag):
-                return arg[len(flag):]
-    return DEFAULT_CONFIG
+    return _flag(argv, ("-c", "--config")) or DEFAULT_CONFIG
+
+
+def diag_addr_from(argv: list[str]) -> str | None:
+    return _flag(argv, ("--diag-addr",))
+
+
+def split_hostport(addr: str) -> tuple[str, int] | None:
+    host, sep, port = addr.strip().rpartition(":")
+    if not sep:
+        return None
+    try:
+        return host.strip("[]") or "127.0.0.1", int(port)
+    except ValueError:
+        return None
 
 
 def config_facts(text: str) -> dict[str, Any]:
@@ -92,8 +113,8 @@ def config_facts(text: str) -> dict[str, Any]:
     logcfg = tp.get("log")
     if isinstance(logcfg, dict):
         facts["log_output"] = logcfg.get("output")
-        facts["log_format"] = (logcfg.get("format") or {}).get("output") \
-            if isinstance(logcfg.get("format"), dict) else None
+        fmt = logcfg.get("format")
+        facts["log_format"] = fmt.get("output") if isinstance(fmt, dict) else None
     services = []
     for section, name in (("auth_service", "auth"), ("ssh_service", "node"),
                           ("proxy_service", "proxy"), ("kubernetes_service", "kube"),
@@ -107,231 +128,562 @@ def config_facts(text: str) -> dict[str, Any]:
     return facts
 
 
-async def run_capped(conn: asyncssh.SSHClientConnection, command: str, cap: int) -> Exec:
-    """Run a command; read at most `cap` bytes of stdout, then close the channel."""
-    out = bytearray()
-    err = bytearray()
-    truncated = False
-    async with conn.create_process(command, encoding=None, stdin=asyncssh.DEVNULL) as proc:
+def configured_addresses(facts: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key in ("auth_server", "proxy_server"):
+        if isinstance(facts.get(key), str):
+            out.append(facts[key])
+    out += [a for a in facts.get("auth_servers", []) if isinstance(a, str)]
+    return out
 
-        async def read_err() -> None:
-            # stderr is only for the message of a failure; a broken connection is
-            # reported by the stdout read below.
-            with contextlib.suppress(asyncssh.Error, OSError):
-                while len(err) < 65536:
-                    chunk = await proc.stderr.read(65536)
-                    if not chunk:
-                        return
-                    err.extend(chunk)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read_err)
-            while True:
-                chunk = await proc.stdout.read(65536)
-                if not chunk:
-                    break
-                room = cap - len(out)
-                out.extend(chunk[:room])
-                if len(chunk) > room:
-                    truncated = True
-                    break
-            if truncated:
-                tg.cancel_scope.cancel()
-        if truncated:
-            proc.close()
-            return Exec(bytes(out), bytes(err), None, True)
-        await proc.wait_closed()
-        return Exec(bytes(out), bytes(err), proc.exit_status, False)
+def parse_connections(text: str, pids: set[str]) -> list[dict[str, Any]]:
+    """Established TCP connections of the teleport processes, from `ss -Htnp`."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or not any(f"pid={p}," in line for p in pids):
+            continue
+        local, peer = fields[-3], fields[-2]
+        hp = split_hostport(peer)
+        role = _PORT_ROLES.get(hp[1], "") if hp else ""
+        out.append({"local": local, "peer": peer, "role": role})
+    return out
+
+
+def parse_limits(text: str) -> dict[str, str]:
+    for line in text.splitlines():
+        if line.startswith("Max open files"):
+            parts = line[len("Max open files"):].split()
+            if len(parts) >= 2:
+                return {"open_files_soft": parts[0], "open_files_hard": parts[1]}
+    return {}
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("MemTotal", "MemAvailable") and rest.split():
+            with contextlib.suppress(ValueError):
+                out[key.lower() + "_kb"] = int(rest.split()[0])
+    return out
+
+
+@dataclass(frozen=True)
+class Item:
+    """One collector item: a name, when it applies, and what it does."""
+
+    name: str
+    run: Callable[[NodeCollector], Awaitable[None]]
+    when: Callable[[NodeCollector], bool]
 
 
 class NodeCollector:
-    """Collects one node over an open connection into the archive."""
+    """Collects one node from a Host into the archive."""
 
-    def __init__(self, conn: asyncssh.SSHClientConnection, result: NodeResult,
-                 archive: ArchiveWriter, redactor: Redactor, settings: Settings) -> None:
-        self.conn = conn
+    def __init__(self, host: Host, result: NodeResult, archive: ArchiveWriter,
+                 redactor: Redactor, settings: Settings, *, root: str = "") -> None:
+        self.host = host
         self.result = result
         self.archive = archive
         self.redactor = redactor
         self.settings = settings
-        self.base = result.dir
+        self.root = root
+        self.sections: dict[str, bytes] = {}
+        self.argv: list[list[str]] = []
+        self.pids: set[str] = set()
+        self.tools: set[str] = set()
+        self.init = ""
+        self.config: str = DEFAULT_CONFIG
+        self.config_data: tuple[bytes, bool] | ItemError | None = None
+        self.config_text = ""
+        self.facts: dict[str, Any] = result.facts
+        self.metrics = b""
+        self.log_tail: list[str] = []
+        self.remote_now: float | None = None
+        self._probe_times = (0.0, 0.0)
+        self._probe_started = 0.0
+        self._probe_error: ItemError | None = None
+        self._probe_ran: Exec | None = None
 
+    @property
+    def base(self) -> str:
+        return self.result.dir
+
+    @property
+    def data_dir(self) -> str:
+        value = self.facts.get("data_dir")
+        return value if isinstance(value, str) and value.startswith("/") else DEFAULT_DATA_DIR
+
+    # --- writing -------------------------------------------------------------
     async def write(self, name: str, path: str, data: bytes | str, *, source: str,
                     truncated: bool = False, started: float) -> None:
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
         rel = await self.archive.add(f"{self.base}/{path}", data, source=source,
                                      truncated=truncated)
-        size = len(data)
-        status = "truncated" if truncated else "ok"
-        self.result.items.append(ItemResult(name, status, rel, size,
-                                            round(time.monotonic() - started, 3)))
+        self.result.items.append(ItemResult(name, "truncated" if truncated else "ok", rel,
+                                            len(data), round(time.monotonic() - started, 3)))
         if truncated:
             self.result.fail("TPD206", "output capped", f"{name}: cut at its byte cap")
 
-    def item_failed(self, name: str, code: str, message: str, started: float,
+    def item_failed(self, name: str, why: Failure, started: float, *,
                     status: str = "failed") -> None:
         self.result.items.append(ItemResult(name, status, None, 0,
-                                            round(time.monotonic() - started, 3), code, message))
+                                            round(time.monotonic() - started, 3), why.code,
+                                            why.detail))
+        if why.code in ("TPD202", "TPD205"):
+            self.result.fail(why.code, why.reason, f"{name}: {why.detail}")
+
+    async def guarded(self, name: str, work: Callable[[], Awaitable[None]],
+                      budget: float | None = None) -> None:
+        """Run one item under its own deadline; its failures become data."""
+        started = time.monotonic()
+        budget = self.settings.item_timeout if budget is None else budget
+        with anyio.move_on_after(budget) as scope:
+            try:
+                await work()
+            except ItemError as exc:
+                self.item_failed(name, exc.failure, started,
+                                 status="missing" if exc.missing else "failed")
+            except Exception as exc:  # a bug on one item must not cost the others
+                log.exception("item crashed", item=name)
+                self.item_failed(name, failure("TPD212", f"internal error: "
+                                               f"{type(exc).__name__}: {exc}"), started)
+        if scope.cancelled_caught:
+            self.item_failed(name, failure("TPD202", f"no answer within {budget:g} s"),
+                             started)
+
+    # --- phases --------------------------------------------------------------
+    async def discover(self) -> None:
+        """The probe and, meanwhile, the default config file: what tells where the rest
+        is. Writes nothing yet (the local mode learns the host UUID from it)."""
+        async def probe() -> None:
+            await self.run_probe()
+
+        async def early_config() -> None:
+            with anyio.move_on_after(self.settings.item_timeout):
+                try:
+                    self.config_data = await self.host.read(DEFAULT_CONFIG,
+                                                            self.settings.max_output)
+                except ItemError as exc:
+                    self.config_data = exc
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(probe)
+            if not self.root:
+                tg.start_soon(early_config)
+        if self.argv:
+            self.config = config_path(self.argv[0])
+        if self.config != DEFAULT_CONFIG or self.root or self.config_data is None:
+            with anyio.move_on_after(self.settings.item_timeout):
+                try:
+                    self.config_data = await self.host.read(self.config,
+                                                            self.settings.max_output)
+                except ItemError as exc:
+                    self.config_data = exc
+        if isinstance(self.config_data, tuple):
+            text = self.config_data[0].decode("utf-8", "surrogateescape")
+            self.config_text, parsed = self.redactor.yaml_text(text)
+            if parsed:
+                self.facts.update(config_facts(self.config_text))
+            else:
+                self.facts["config_error"] = "not valid YAML"
 
     async def collect(self) -> None:
-        """Every item of this node; the node's own deadline is the caller's scope."""
-        sftp: list[asyncssh.SFTPClient] = []
+        """discover() and then every item."""
+        await self.discover()
+        await self.collect_rest()
 
-        async def open_sftp() -> None:
-            started = time.monotonic()
-            with anyio.move_on_after(self.settings.item_timeout) as scope:
-                try:
-                    sftp.append(await self.conn.start_sftp_client())
-                except (asyncssh.Error, OSError) as exc:
-                    why = classify(exc)
-                    self.item_failed("sftp", why.code, f"SFTP unavailable: {why.detail}",
-                                     started)
-            if scope.cancelled_caught:
-                self.item_failed("sftp", "TPD202", "SFTP did not start in time", started)
-
-        # The default config path is read while the probe runs (most nodes use it), so
-        # the usual node costs no extra round trips for it.
-        early: dict[str, Fetched] = {}
-
-        async def sftp_side() -> None:
-            await open_sftp()
-            if sftp:
-                early[DEFAULT_CONFIG] = await self.fetch(sftp[0], DEFAULT_CONFIG)
-
-        argv: list[list[str]] = []
+    async def collect_rest(self) -> None:
+        await self.write_probe()
+        await self.write_config()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(sftp_side)
-            argv = await self.probe()
-        config = config_path(argv[0]) if argv else DEFAULT_CONFIG
-        if sftp:
-            try:
-                fetched = early.get(config) or await self.fetch(sftp[0], config)
-                await self.store_config(config, fetched)
-            finally:
-                sftp[0].exit()
+            for item in ITEMS:
+                if item.when(self):
+                    tg.start_soon(self.guarded, item.name, _bind(item.run, self))
+        await self.guarded("tunnel status", self.tunnel_status)
 
-    async def probe(self) -> list[list[str]]:
-        """Run the probe; write cmdline, version and host facts. Returns the argv of each
-        teleport process found."""
-        started = time.monotonic()
+    # --- the probe -----------------------------------------------------------
+    async def run_probe(self) -> None:
+        self._probe_started = time.monotonic()
         boundary = secrets.token_hex(16)
-        cap = self.settings.max_output
-        command = probe_command(boundary, "", cap)
+        command = probe_command(boundary, self.root, self.settings.max_output)
         sent = time.time()
-        ran: Exec | None = None
         with anyio.move_on_after(self.settings.item_timeout) as scope:
             try:
-                ran = await run_capped(self.conn, command, cap)
-            except (asyncssh.Error, OSError) as exc:
-                why = classify(exc)
-                self.item_failed("probe", why.code, why.detail, started)
-                self.result.fail(why.code, why.reason, f"probe: {why.detail}")
-                return []
-        received = time.time()
-        if scope.cancelled_caught or ran is None:
-            self.item_failed("probe", "TPD202", "the probe did not finish in time", started)
-            self.result.fail("TPD202", "collection timed out",
-                             f"the probe command did not finish within "
-                             f"{self.settings.item_timeout:g} s")
-            return []
+                self._probe_ran = await self.host.run_text(command, self.settings.max_output)
+            except ItemError as exc:
+                self._probe_error = exc
+                return
+        if scope.cancelled_caught:
+            self._probe_error = ItemError(failure(
+                "TPD202", f"the probe command did not finish within "
+                          f"{self.settings.item_timeout:g} s"))
+            return
+        assert self._probe_ran is not None
+        self._probe_times = (sent, time.time())
+        self.sections = parse_probe(self._probe_ran.stdout, boundary)
+        for name, body in self.sections.items():
+            if name.startswith("cmdline "):
+                self.argv.append(split_cmdline(body))
+                self.pids.add(name.split(" ", 1)[1])
+        self.tools = {t.strip() for t in self.sections.get("tools", b"").decode(
+            "utf-8", "replace").splitlines() if t.strip()}
+        self.init = self.sections.get("init", b"").decode("utf-8", "replace").strip()
+        self.facts["init"] = self.init or None
+        self.facts["tools"] = sorted(self.tools)
+        prefix: list[str] = []
+        if "nice" in self.tools:
+            prefix = ["nice", "-n", "10"]
+            if "ionice" in self.tools:
+                prefix += ["ionice", "-c", "3"]
+        self.host.prefix = prefix
+
+    async def write_probe(self) -> None:
+        started = self._probe_started or time.monotonic()
+        if self._probe_error is not None:
+            self.item_failed("probe", self._probe_error.failure, started)
+            return
+        ran = self._probe_ran
+        if ran is None:
+            return
         source = "command: sh -c <probe>"
         if ran.truncated:
             await self.write("probe", "probe.out", self.redactor.data(ran.stdout),
                              source=source, truncated=True, started=started)
-        sections = parse_probe(ran.stdout, boundary)
-        if "end" not in sections and not ran.truncated:
+        if "end" not in self.sections and not ran.truncated:
             detail = ran.stderr.decode("utf-8", "replace").strip()[:500]
-            self.item_failed("probe", "TPD209",
-                             f"the probe ended early (exit {ran.exit_status}): {detail}",
-                             started)
-        found: list[list[str]] = []
-        for name, body in sections.items():
-            if name.startswith("cmdline "):
-                pid = name.split(" ", 1)[1]
-                args = self.redactor.cmdline(split_cmdline(body))
-                found.append(args)
-                await self.write(f"cmdline {pid}", "cmdline" if len(found) == 1 else
-                                 f"cmdline.{pid}", "\0".join(args) + "\0",
-                                 source=f"file: /proc/{pid}/cmdline", started=started)
-        if not found:
-            self.item_failed("cmdline", "TPD210", "no teleport process found", started,
-                             status="missing")
-        version = sections.get("version", b"").strip()
+            why = failure("TPD209", f"the probe ended early (exit {ran.exit_status}): {detail}")
+            self.item_failed("probe", why, started)
+            self.result.fail(why.code, "item failed", why.detail)
+        for n, (name, body) in enumerate((k, v) for k, v in self.sections.items()
+                                         if k.startswith("cmdline ")):
+            pid = name.split(" ", 1)[1]
+            args = self.redactor.cmdline(split_cmdline(body))
+            await self.write(f"cmdline {pid}", "cmdline" if n == 0 else f"cmdline.{pid}",
+                             "\0".join(args) + "\0", source=f"file: /proc/{pid}/cmdline",
+                             started=started)
+        if not self.argv:
+            self.item_failed("cmdline", failure("TPD210", "no teleport process found"),
+                             started, status="missing")
+        version = self.sections.get("version", b"").strip()
         if version:
             await self.write("version", "version.txt", self.redactor.data(version) + b"\n",
                              source="command: teleport version", started=started)
-            self.result.facts["teleport_version"] = version.decode("utf-8", "replace")[:200]
+            self.facts["teleport_version"] = version.decode("utf-8", "replace")[:200]
         else:
-            self.item_failed("version", "TPD209", "`teleport version` gave no output", started,
-                             status="missing")
+            self.item_failed("version", failure("TPD209", "`teleport version` gave no output"),
+                             started, status="missing")
         host_files = {"hostname": "host/hostname", "os-release": "host/os-release",
-                      "uname": "host/uname"}
+                      "uname": "host/uname", "uptime": "host/uptime",
+                      "meminfo": "host/meminfo"}
         for name, path in host_files.items():
-            content = sections.get(name)
+            content = self.sections.get(name)
             if content:
                 await self.write(name, path, self.redactor.data(content),
                                  source=f"probe: {name}", started=started)
-        date = sections.get("date", b"").strip()
+        for name, body in self.sections.items():
+            if name.startswith("limits "):
+                await self.write(name, f"host/limits.{name.split(' ', 1)[1]}", body,
+                                 source=f"file: /proc/{name.split(' ', 1)[1]}/limits",
+                                 started=started)
+                self.facts.setdefault("limits", parse_limits(body.decode("utf-8", "replace")))
+        self.facts.update(parse_meminfo(self.sections.get("meminfo", b"").decode(
+            "utf-8", "replace")))
+        uptime = self.sections.get("uptime", b"").split()
+        if uptime:
+            with contextlib.suppress(ValueError):
+                self.facts["uptime_s"] = float(uptime[0])
+        date = self.sections.get("date", b"").strip()
         try:
-            remote = float(date.decode())
-            self.result.clock_offset_s = remote - (sent + received) / 2
+            self.remote_now = float(date.decode())
+            sent, received = self._probe_times
+            if not self.root:
+                self.result.clock_offset_s = self.remote_now - (sent + received) / 2
         except (ValueError, UnicodeDecodeError):
             pass
-        return found
 
-    async def fetch(self, sftp: asyncssh.SFTPClient, path: str) -> Fetched:
-        """One file by SFTP, at most max_output bytes (+1 to see that it was cut)."""
+    async def write_config(self) -> None:
+        started = time.monotonic()
+        got = self.config_data
+        if isinstance(got, ItemError):
+            self.item_failed("teleport.yaml", got.failure, started,
+                             status="missing" if got.missing else "failed")
+            return
+        if got is None:
+            self.item_failed("teleport.yaml", failure("TPD202", f"{self.config}: not read "
+                                                                "in time"), started)
+            return
+        await self.write("teleport.yaml", "teleport.yaml", self.config_text,
+                         source=f"file: {self.config}", truncated=got[1], started=started)
+        self.facts["config_path"] = self.config
+        self.facts["configured_addresses"] = configured_addresses(self.facts)
+
+    # --- items ---------------------------------------------------------------
+    async def systemd(self) -> None:
+        """Every teleport* unit (with drop-ins), its status, and the timers."""
         started = time.monotonic()
         cap = self.settings.max_output
-        with anyio.move_on_after(self.settings.item_timeout) as scope:
+        root = [f"--root={self.root}"] if self.root else []
+        lists: dict[str, Exec] = {}
+
+        async def listing(name: str, argv: list[str]) -> None:
+            lists[name] = await self.host.run(argv, cap)
+
+        async with anyio.create_task_group() as tg:
+            if not self.root:
+                tg.start_soon(listing, "units", ["systemctl", "list-units", "--all", "--plain",
+                                                 "--no-legend", "--no-pager", "teleport*"])
+                tg.start_soon(listing, "timers", ["systemctl", "list-timers", "--all",
+                                                  "--no-pager", "teleport*"])
+            tg.start_soon(listing, "files", ["systemctl", *root, "list-unit-files", "--plain",
+                                             "--no-legend", "--no-pager", "teleport*"])
+        units: list[str] = []
+        for name in ("units", "files"):
+            for line in lists[name].stdout.decode("utf-8", "replace").splitlines() \
+                    if name in lists else []:
+                unit = line.split()[0] if line.split() else ""
+                if unit.startswith("teleport") and unit not in units:
+                    units.append(unit)
+        text = "".join(f"$ systemctl {name}\n" + lists[name].stdout.decode("utf-8", "replace")
+                       for name in ("units", "files", "timers") if name in lists)
+        await self.write("systemd units", "teleport.service/units.txt", text,
+                         source="command: systemctl list-units/list-unit-files/list-timers",
+                         started=started)
+        if "timers" in lists:
+            await self.write("systemd timers", "teleport.service/timers.txt",
+                             lists["timers"].stdout, source="command: systemctl list-timers",
+                             started=started)
+        self.facts["systemd_units"] = units
+        if not units:
+            raise ItemError(failure("TPD209", "no teleport* systemd unit"), missing=True)
+
+        async def one(unit: str) -> None:
+            t0 = time.monotonic()
+            if self.root:  # `systemctl cat` refuses --root: read the files as it would
+                text, cut, source = await self.unit_files(unit), False, "unit files"
+            else:
+                cat = await self.host.run(["systemctl", "cat", "--no-pager", unit], cap)
+                text, cut, source = cat.stdout, cat.truncated, f"command: systemctl cat {unit}"
+            await self.write(f"systemctl cat {unit}", f"teleport.service/{unit}",
+                             self.redactor.data(text), source=source, truncated=cut,
+                             started=t0)
+            if not self.root:
+                st = await self.host.run(["systemctl", "status", "--no-pager", "--full",
+                                          "-n", "0", unit], cap)
+                await self.write(f"systemctl status {unit}",
+                                 f"teleport.service/{unit}.status.txt",
+                                 self.redactor.data(st.stdout), truncated=st.truncated,
+                                 source=f"command: systemctl status {unit}", started=t0)
+
+        async with anyio.create_task_group() as tg:
+            for unit in units[:20]:
+                tg.start_soon(self.guarded, f"unit {unit}", _bind(one, unit))
+
+    async def unit_files(self, unit: str) -> bytes:
+        """A unit and its drop-ins from the unit search path, shaped like `systemctl cat`
+        (the first directory holding the unit wins; drop-ins from every directory)."""
+        parts: list[bytes] = []
+        found = False
+        for directory in _UNIT_DIRS:
+            if not found:
+                try:
+                    data, _ = await self.host.read(f"{directory}/{unit}", 1024 * 1024)
+                    parts.append(f"# {directory}/{unit}\n".encode() + data)
+                    found = True
+                except ItemError:
+                    pass
+        for directory in _UNIT_DIRS:
             try:
-                async with sftp.open(path, "rb") as f:
-                    data = await f.read(cap + 1)
-                assert isinstance(data, bytes)  # opened in binary mode
-                return Fetched(path, started, data[:cap], truncated=len(data) > cap)
-            except asyncssh.SFTPNoSuchFile:
-                return Fetched(path, started, None, code="TPD209", status="missing",
-                               message=f"{path}: no such file")
-            except (asyncssh.Error, OSError) as exc:
-                why = classify(exc)
-                return Fetched(path, started, None, code=why.code, message=f"{path}: "
-                               f"{why.detail}", reason=why.reason)
-        assert scope.cancelled_caught
-        return Fetched(path, started, None, code="TPD202", message=f"{path}: not read in time",
-                       reason="collection timed out")
+                entries = await self.host.listdir(f"{directory}/{unit}.d", 100, 1)
+            except ItemError:
+                continue
+            for entry in entries:
+                if entry.path.endswith(".conf"):
+                    data, _ = await self.host.read(entry.path, 1024 * 1024)
+                    parts.append(f"# {entry.path}\n".encode() + data)
+        if not found:
+            raise ItemError(failure("TPD209", f"unit {unit}: no unit file"), missing=True)
+        return b"\n".join(parts)
 
-    async def store_config(self, path: str, got: Fetched) -> None:
-        """teleport.yaml, secrets stripped, facts parsed."""
-        if got.data is None:
-            self.item_failed("teleport.yaml", got.code or "TPD209", got.message, got.started,
-                             status=got.status)
-            if got.code in ("TPD202", "TPD205"):
-                self.result.fail(got.code, got.reason, got.message)
+    async def journal(self) -> None:
+        """journalctl -u teleport.service in short-iso-precise and JSON, newest kept."""
+        now = self.remote_now or time.time()
+        since = int(now - self.settings.log_window_h * 3600)
+        where = [f"--root={self.root}"] if self.root else []
+        base = ["journalctl", *where, "--no-pager", "-u", "teleport.service"]
+        bounds = ["--since", f"@{since}", "-n", str(self.settings.log_lines)]
+        cap = self.settings.log_bytes
+
+        async def one(fmt: str, path: str) -> None:
+            t0 = time.monotonic()
+            ran = await self.host.run([*base, "-o", fmt, *bounds], cap, keep_tail=True)
+            if ran.exit_status not in (0, None):
+                raise ItemError(failure("TPD209", f"journalctl exit {ran.exit_status}: "
+                                        f"{ran.stderr.decode('utf-8', 'replace')[:300]}"))
+            data = self.redactor.data(ran.stdout)
+            await self.write(f"journal {fmt}", path, data, source=f"command: journalctl "
+                             f"-u teleport.service -o {fmt}", truncated=ran.truncated,
+                             started=t0)
+            if fmt == "short-iso-precise":
+                self.keep_tunnel_lines(data)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.guarded, "journal text",
+                          _bind(one, "short-iso-precise", "teleport.service/log.txt"))
+            tg.start_soon(self.guarded, "journal json",
+                          _bind(one, "json", "teleport.service/log.json"))
+
+    async def log_file(self) -> None:
+        """The file named in teleport.log.output, its newest part."""
+        started = time.monotonic()
+        path = str(self.facts["log_output"])
+        data, truncated = await self.host.read(path, self.settings.log_bytes, tail=True)
+        clean = self.redactor.data(data)
+        name = path.rsplit("/", 1)[-1] or "teleport.log"
+        await self.write("log file", f"logs/{name}", clean, source=f"file: {path} (tail)",
+                         truncated=truncated, started=started)
+        self.keep_tunnel_lines(clean)
+
+    def keep_tunnel_lines(self, data: bytes) -> None:
+        lines = [line for line in data.decode("utf-8", "replace").splitlines()
+                 if _TUNNEL_WORDS.search(line)]
+        self.log_tail = lines[-50:]
+
+    def diag_target(self) -> tuple[str, int] | None:
+        addr = (diag_addr_from(self.argv[0]) if self.argv else None) or \
+            self.facts.get("diag_addr")
+        return split_hostport(addr) if isinstance(addr, str) else None
+
+    async def diag(self) -> None:
+        """/metrics, /healthz, /readyz through a forwarded connection to diag_addr."""
+        target = self.diag_target()
+        assert target is not None
+        codes: dict[str, int] = {}
+
+        async def one(path: str, out: str) -> None:
+            t0 = time.monotonic()
+            answer = await self.host.http_get(target, path, self.settings.max_output)
+            codes[path] = answer.status
+            body = self.redactor.data(answer.body)
+            await self.write(f"diag {path}", out, body, truncated=answer.truncated,
+                             source=f"http: {target[0]}:{target[1]}{path}", started=t0)
+            if path == "/metrics":
+                self.metrics = body
+
+        async with anyio.create_task_group() as tg:
+            for path, out in (("/metrics", "diag/metrics.txt"), ("/healthz", "diag/healthz.json"),
+                              ("/readyz", "diag/readyz.json")):
+                tg.start_soon(self.guarded, f"diag {path}", _bind(one, path, out))
+        self.facts["diag"] = {"addr": f"{target[0]}:{target[1]}", "status": codes}
+
+    async def debug_socket(self) -> None:
+        """The debug service's socket, when present: its log level."""
+        started = time.monotonic()
+        path = f"{self.data_dir}/debug.sock"
+        if await self.host.kind(path) != "socket":
+            raise ItemError(failure("TPD209", f"{path}: not present"), missing=True)
+        answer = await self.host.http_get(path, "/log-level", 64 * 1024)
+        await self.write("debug socket", "diag/debug_log_level.txt", answer.body,
+                         source=f"http+unix: {path} /log-level", started=started)
+        self.facts["debug_log_level"] = answer.body.decode("utf-8", "replace").strip()[:40]
+
+    async def connections(self) -> None:
+        started = time.monotonic()
+        ran = await self.host.run(["ss", "-Htnp", "state", "established"],
+                                  self.settings.max_output)
+        conns = parse_connections(ran.stdout.decode("utf-8", "replace"), self.pids)
+        lines = [line for line in ran.stdout.decode("utf-8", "replace").splitlines()
+                 if any(f"pid={p}," in line for p in self.pids)]
+        await self.write("connections", "net/connections.txt", "\n".join(lines) + "\n",
+                         source="command: ss -Htnp state established (teleport only)",
+                         started=started)
+        self.facts["connected_addresses"] = conns
+
+    async def disk(self) -> None:
+        started = time.monotonic()
+        ran = await self.host.run(["df", "-Pk", self.data_dir], 64 * 1024)
+        await self.write("disk", "host/df.txt", ran.stdout, source=f"command: df -Pk "
+                         f"{self.data_dir}", started=started)
+        rows = ran.stdout.decode("utf-8", "replace").splitlines()
+        if len(rows) >= 2 and len(rows[1].split()) >= 4:
+            with contextlib.suppress(ValueError):
+                self.facts["data_dir_free_kb"] = int(rows[1].split()[3])
+
+    async def data_dir_listing(self) -> None:
+        started = time.monotonic()
+        entries = await self.host.listdir(self.data_dir, self.settings.datadir_entries, 5)
+        lines = [f"{e.kind:<6} {e.size:>12} "
+                 f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(e.mtime))} {e.path}"
+                 for e in entries]
+        cut = len(entries) >= self.settings.datadir_entries
+        await self.write("data_dir listing", "data_dir.txt", "\n".join(lines) + "\n",
+                         source=f"listing: {self.data_dir}", truncated=cut, started=started)
+
+    async def process_state(self) -> None:
+        started = time.monotonic()
+        path = f"{self.data_dir}/proc/sqlite.db"
+        data, truncated = await self.host.read(path, self.settings.sqlite_bytes)
+        if truncated:
+            raise ItemError(failure("TPD206", f"{path} is larger than "
+                                    f"{self.settings.sqlite_bytes} bytes; not dumped"))
+        try:
+            sql = await anyio.to_thread.run_sync(dump_process_state, data, self.redactor)
+        except ValueError as exc:
+            raise ItemError(failure("TPD209", f"{path}: {exc}")) from exc
+        await self.write("process state", "proc/sqlite.sql", sql,
+                         source=f"file: {path} (secret values removed)", started=started)
+
+    async def tunnel_status(self) -> None:
+        """Reverse-tunnel state from the metrics and the log lines that mention it."""
+        metrics = [line for line in self.metrics.decode("utf-8", "replace").splitlines()
+                   if line and not line.startswith("#") and "tunnel" in line.split("{")[0]]
+        inst = self.result.instance
+        if not metrics and not self.log_tail and not inst.tunnel:
             return
-        text = got.data.decode("utf-8", "surrogateescape")
-        cleaned, parsed = self.redactor.yaml_text(text)
-        await self.write("teleport.yaml", "teleport.yaml", cleaned, source=f"sftp: {path}",
-                         truncated=got.truncated, started=got.started)
-        self.result.facts["config_path"] = path
-        if parsed:
-            self.result.facts.update(config_facts(cleaned))
-        else:
-            self.result.facts["config_error"] = "not valid YAML"
+        data = {"uses_reverse_tunnel": inst.tunnel, "metrics": metrics,
+                "log_lines": self.log_tail}
+        await self.write("tunnel status", "tunnel.json", json.dumps(data, indent=1),
+                         source="metrics and logs", started=time.monotonic())
 
 
-@dataclass(frozen=True)
-class Fetched:
-    """A file read from a node, or why it could not be."""
+def _bind(func: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        await func(*args)
+    return call
 
-    path: str
-    started: float
-    data: bytes | None
-    truncated: bool = False
-    code: str | None = None
-    message: str = ""
-    status: str = "failed"
-    reason: str = ""
+
+def _systemd(c: NodeCollector) -> bool:
+    return (c.init == "systemd" and "systemctl" in c.tools) or bool(c.root)
+
+
+def _journald(c: NodeCollector) -> bool:
+    return "journalctl" in c.tools and (c.init == "systemd" or bool(c.root))
+
+
+def _log_file(c: NodeCollector) -> bool:
+    out = c.facts.get("log_output")
+    return isinstance(out, str) and out.startswith("/") and out not in _LOG_TARGETS
+
+
+def _live(c: NodeCollector) -> bool:
+    return not c.root
+
+
+ITEMS: tuple[Item, ...] = (
+    Item("systemd", NodeCollector.systemd, _systemd),
+    Item("journal", NodeCollector.journal, _journald),
+    Item("log file", NodeCollector.log_file, _log_file),
+    Item("diag", NodeCollector.diag, lambda c: _live(c) and c.diag_target() is not None),
+    Item("debug socket", NodeCollector.debug_socket, _live),
+    Item("connections", NodeCollector.connections, lambda c: _live(c) and "ss" in c.tools
+         and bool(c.pids)),
+    Item("disk", NodeCollector.disk, lambda c: _live(c) and "df" in c.tools),
+    Item("data_dir listing", NodeCollector.data_dir_listing, lambda c: True),
+    Item("process state", NodeCollector.process_state, lambda c: True),
+)
 
 
 def node_json(result: NodeResult) -> str:

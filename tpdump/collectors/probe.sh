@@ -1,4 +1,4 @@
-# tpdump-probe v1
+# tpdump-probe v2
 # Prints, in one round trip, the facts tpdump needs from one host, as sections
 # headed by a line "--$B <name>". It only reads. Inputs (set before this text):
 #   B    random boundary, so no file content can forge a section header
@@ -47,6 +47,20 @@ if [ -r "$R/etc/hostname" ]; then cap < "$R/etc/hostname"; else hostname 2>/dev/
 sec "os-release"
 if [ -r "$R/etc/os-release" ]; then cap < "$R/etc/os-release"
 elif [ -r "$R/usr/lib/os-release" ]; then cap < "$R/usr/lib/os-release"; fi
+for p in $pids; do
+  case "$seen" in *" $p "*) ;; *) continue ;; esac
+  if [ -r "$R/proc/$p/limits" ]; then sec "limits $p"; cap < "$R/proc/$p/limits"; fi
+done
+sec "init"
+head -c 64 "$R/proc/1/comm" 2>/dev/null
+sec "tools"
+for t in journalctl systemctl ss df nice ionice; do
+  command -v "$t" >/dev/null 2>&1 && printf '%s\n' "$t"
+done
+sec "uptime"
+head -c 256 "$R/proc/uptime" 2>/dev/null
+sec "meminfo"
+head -c 4096 "$R/proc/meminfo" 2>/dev/null
 sec "uname"
 uname -srvmo 2>/dev/null
 sec "date"

@@ -1,0 +1,471 @@
+"""Where a node's data comes from: a remote host over one SSH connection (exec, SFTP,
+port forwarding), or the local host / a mounted root file system (`tpdump node`). The
+collectors see only this interface."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import stat as statmod
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+import anyio.abc
+import asyncssh
+
+from tpdump.transport import Failure, classify, failure
+
+
+class ItemError(Exception):
+    """An item could not be collected; carries the classified failure."""
+
+    def __init__(self, why: Failure, *, missing: bool = False) -> None:
+        super().__init__(why.detail)
+        self.failure = why
+        self.missing = missing
+
+
+@dataclass(frozen=True)
+class Exec:
+    """A finished command: exit status, output, and whether it was cut."""
+
+    stdout: bytes
+    stderr: bytes
+    exit_status: int | None
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    path: str
+    kind: str  # file | dir | link | socket | other
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: bytes
+    truncated: bool
+
+
+class Host(Protocol):
+    """What a collector may ask of a host."""
+
+    local: bool
+    prefix: list[str]
+
+    async def run_text(self, command: str, cap: int, *, keep_tail: bool = False) -> Exec: ...
+    async def run(self, argv: list[str], cap: int, *, keep_tail: bool = False) -> Exec: ...
+    async def read(self, path: str, cap: int, *, tail: bool = False) -> tuple[bytes, bool]: ...
+    async def kind(self, path: str) -> str | None: ...
+    async def listdir(self, path: str, max_entries: int, max_depth: int) -> list[DirEntry]: ...
+    async def http_get(self, target: tuple[str, int] | str, path: str, cap: int) -> HttpAnswer:
+        ...
+    def close(self) -> None: ...
+
+
+class _Buffer:
+    """Output kept within a cap: the first `cap` bytes, or with keep_tail the last ones
+    (logs: the newest lines matter)."""
+
+    def __init__(self, cap: int, keep_tail: bool) -> None:
+        self.cap = cap
+        self.keep_tail = keep_tail
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+        self.seen = 0
+
+    def add(self, chunk: bytes) -> bool:
+        """Take a chunk; False once no more is wanted (head mode, cap reached)."""
+        self.seen += len(chunk)
+        if not self.keep_tail:
+            room = self.cap - self.size
+            if room > 0:
+                self.chunks.append(chunk[:room])
+                self.size += min(room, len(chunk))
+            return self.seen <= self.cap
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        while self.size - len(self.chunks[0]) >= self.cap:
+            self.size -= len(self.chunks.popleft())
+        return True
+
+    def value(self) -> tuple[bytes, bool]:
+        data = b"".join(self.chunks)
+        truncated = self.seen > self.cap
+        if self.keep_tail and len(data) > self.cap:
+            data = data[-self.cap:]
+            cut = data.find(b"\n")
+            if 0 <= cut < len(data) - 1:
+                data = data[cut + 1:]  # no half line at the top
+        return data, truncated
+
+
+def parse_http(raw: bytes) -> tuple[int, bytes]:
+    """Status and body of an HTTP/1.x response (chunked bodies are de-chunked)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"not an HTTP response: {lines[0][:80]!r}") from exc
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (line.partition(b":") for line in lines[1:])}
+    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        out = bytearray()
+        rest = body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            try:
+                size = int(size_line.split(b";")[0], 16)
+            except ValueError:
+                break
+            if size == 0:
+                break
+            out += rest[:size]
+            rest = rest[size + 2:]
+        body = bytes(out)
+    return status, body
+
+
+def _request(host: str, path: str) -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tpdump\r\n"
+            "Accept: */*\r\nConnection: close\r\n\r\n").encode()
+
+
+class SSHHost:
+    """A node reached over one asyncssh connection."""
+
+    local = False
+
+    def __init__(self, conn: asyncssh.SSHClientConnection, sessions: int,
+                 prefix: list[str] | None = None) -> None:
+        self.conn = conn
+        self.sessions = anyio.CapacityLimiter(sessions)
+        self.prefix: list[str] = prefix or []
+        self.sftp: asyncssh.SFTPClient | None = None
+
+    async def run_text(self, command: str, cap: int, *, keep_tail: bool = False) -> Exec:
+        """Run a command line as given (the probe)."""
+        async with self.sessions:
+            try:
+                return await _run_ssh(self.conn, command, cap, keep_tail)
+            except (asyncssh.Error, OSError) as exc:
+                raise ItemError(classify(exc)) from exc
+
+    async def run(self, argv: list[str], cap: int, *, keep_tail: bool = False) -> Exec:
+        return await self.run_text(shlex.join([*self.prefix, *argv]), cap, keep_tail=keep_tail)
+
+    async def _sftp(self) -> asyncssh.SFTPClient:
+        if self.sftp is None:
+            try:
+                self.sftp = await self.conn.start_sftp_client()
+            except (asyncssh.Error, OSError) as exc:
+                raise ItemError(classify(exc)) from exc
+        return self.sftp
+
+    async def read(self, path: str, cap: int, *, tail: bool = False) -> tuple[bytes, bool]:
+        sftp = await self._sftp()
+        try:
+            async with sftp.open(path, "rb") as f:
+                offset = 0
+                truncated = False
+                if tail:
+                    size = (await f.stat()).size or 0
+                    if size > cap:
+                        offset, truncated = size - cap, True
+                data = await f.read(cap + 1, offset)
+        except asyncssh.SFTPNoSuchFile as exc:
+            raise ItemError(failure("TPD209", f"{path}: no such file"), missing=True) from exc
+        except asyncssh.SFTPPermissionDenied as exc:
+            raise ItemError(failure("TPD209", f"{path}: permission denied")) from exc
+        except (asyncssh.Error, OSError) as exc:
+            why = classify(exc)
+            raise ItemError(why) from exc
+        assert isinstance(data, bytes)
+        if tail and truncated:
+            cut = data.find(b"\n")
+            if 0 <= cut < len(data) - 1:
+                data = data[cut + 1:]
+            return data, True
+        return data[:cap], len(data) > cap
+
+    async def kind(self, path: str) -> str | None:
+        sftp = await self._sftp()
+        try:
+            attrs = await sftp.lstat(path)
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        except (asyncssh.Error, OSError) as exc:
+            raise ItemError(classify(exc)) from exc
+        return _kind(attrs.permissions or 0)
+
+    async def listdir(self, path: str, max_entries: int, max_depth: int) -> list[DirEntry]:
+        sftp = await self._sftp()
+        out: list[DirEntry] = []
+        queue: deque[tuple[str, int]] = deque([(path.rstrip("/") or "/", 0)])
+        while queue and len(out) < max_entries:
+            current, depth = queue.popleft()
+            try:
+                entries = [e async for e in sftp.scandir(current)]
+            except asyncssh.SFTPNoSuchFile as exc:
+                if current == path:
+                    raise ItemError(failure("TPD209", f"{path}: no such directory"),
+                                    missing=True) from exc
+                continue
+            except (asyncssh.SFTPError, OSError):
+                continue
+            for e in sorted(entries, key=lambda e: str(e.filename)):
+                name = str(e.filename)
+                if name in (".", ".."):
+                    continue
+                full = f"{current}/{name}" if current != "/" else f"/{name}"
+                kind = _kind(e.attrs.permissions or 0)
+                out.append(DirEntry(full, kind, e.attrs.size or 0, float(e.attrs.mtime or 0)))
+                if kind == "dir" and depth + 1 < max_depth:
+                    queue.append((full, depth + 1))
+                if len(out) >= max_entries:
+                    break
+        return out
+
+    async def http_get(self, target: tuple[str, int] | str, path: str, cap: int) -> HttpAnswer:
+        try:
+            if isinstance(target, str):
+                reader, writer = await self.conn.open_unix_connection(target)
+                host = "localhost"
+            else:
+                reader, writer = await self.conn.open_connection(*target)
+                host = f"{target[0]}:{target[1]}"
+        except (asyncssh.Error, OSError) as exc:
+            raise ItemError(classify(exc)) from exc
+        try:
+            writer.write(_request(host, path))
+            buf = _Buffer(cap + 64 * 1024, keep_tail=False)
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk or not buf.add(chunk):
+                    break
+        except (asyncssh.Error, OSError) as exc:
+            raise ItemError(classify(exc)) from exc
+        finally:
+            writer.close()
+        raw, truncated = buf.value()
+        try:
+            status, body = parse_http(raw)
+        except ValueError as exc:
+            raise ItemError(failure("TPD209", str(exc))) from exc
+        return HttpAnswer(status, body[:cap], truncated or len(body) > cap)
+
+    def close(self) -> None:
+        if self.sftp is not None:
+            self.sftp.exit()
+            self.sftp = None
+
+
+async def _run_ssh(conn: asyncssh.SSHClientConnection, command: str, cap: int,
+                   keep_tail: bool) -> Exec:
+    """Run one command; keep at most `cap` bytes of stdout (its head, or its tail for
+    logs), close the channel when the head is full."""
+    out = _Buffer(cap, keep_tail)
+    err = bytearray()
+    async with conn.create_process(command, encoding=None, stdin=asyncssh.DEVNULL) as proc:
+
+        async def read_err() -> None:
+            # stderr only explains a failure; a broken connection is reported by the
+            # stdout read below.
+            with contextlib.suppress(asyncssh.Error, OSError):
+                while len(err) < 65536:
+                    chunk = await proc.stderr.read(65536)
+                    if not chunk:
+                        return
+                    err.extend(chunk)
+
+        cut = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_err)
+            while True:
+                chunk = await proc.stdout.read(65536)
+                if not chunk:
+                    break
+                if not out.add(chunk) or (keep_tail and out.seen > 8 * cap):
+                    cut = True
+                    break
+            if cut:
+                tg.cancel_scope.cancel()
+        data, truncated = out.value()
+        if cut:
+            proc.close()
+            return Exec(data, bytes(err), None, True)
+        await proc.wait_closed()
+        return Exec(data, bytes(err), proc.exit_status, truncated)
+
+
+def _kind(mode: int) -> str:
+    if statmod.S_ISDIR(mode):
+        return "dir"
+    if statmod.S_ISREG(mode):
+        return "file"
+    if statmod.S_ISLNK(mode):
+        return "link"
+    if statmod.S_ISSOCK(mode):
+        return "socket"
+    return "other"
+
+
+class LocalHost:
+    """This machine, or a root file system mounted at `sysroot` (`tpdump node`)."""
+
+    local = True
+
+    def __init__(self, sysroot: str | None, prefix: list[str] | None = None) -> None:
+        self.sysroot = sysroot.rstrip("/") if sysroot else ""
+        self.prefix = prefix or []
+
+    def path(self, path: str) -> Path:
+        return Path(self.sysroot + path) if self.sysroot else Path(path)
+
+    async def run_text(self, command: str, cap: int, *, keep_tail: bool = False) -> Exec:
+        return await self._run(["/bin/sh", "-c", command], cap, keep_tail)
+
+    async def run(self, argv: list[str], cap: int, *, keep_tail: bool = False) -> Exec:
+        return await self._run([*self.prefix, *argv], cap, keep_tail)
+
+    async def _run(self, argv: list[str], cap: int, keep_tail: bool) -> Exec:
+        out = _Buffer(cap, keep_tail)
+        err = bytearray()
+        try:
+            process = await anyio.open_process(argv, stdin=None)
+        except OSError as exc:
+            raise ItemError(failure("TPD209", f"cannot run {argv[0]}: {exc.strerror}"),
+                            missing=True) from exc
+        cut = False
+        async with process:
+            assert process.stdout is not None and process.stderr is not None
+            stderr = process.stderr
+
+            async def read_err() -> None:
+                async for chunk in stderr:
+                    if len(err) < 65536:
+                        err.extend(chunk)
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(read_err)
+                    async for chunk in process.stdout:
+                        if not out.add(chunk) or (keep_tail and out.seen > 8 * cap):
+                            cut = True
+                            break
+                    if cut:
+                        process.kill()
+                    await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                        await process.wait()
+        data, truncated = out.value()
+        return Exec(data, bytes(err), None if cut else process.returncode, truncated or cut)
+
+    async def read(self, path: str, cap: int, *, tail: bool = False) -> tuple[bytes, bool]:
+        real = self.path(path)
+
+        def read_sync() -> tuple[bytes, bool]:
+            with open(real, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if tail and size > cap:
+                    f.seek(size - cap)
+                    data = f.read(cap)
+                    cut = data.find(b"\n")
+                    return (data[cut + 1:] if 0 <= cut < len(data) - 1 else data), True
+                data = f.read(cap + 1)
+                return data[:cap], len(data) > cap
+
+        try:
+            return await anyio.to_thread.run_sync(read_sync)
+        except FileNotFoundError as exc:
+            raise ItemError(failure("TPD209", f"{path}: no such file"), missing=True) from exc
+        except OSError as exc:
+            raise ItemError(failure("TPD209", f"{path}: {exc.strerror}")) from exc
+
+    async def kind(self, path: str) -> str | None:
+        try:
+            st = await anyio.to_thread.run_sync(os.lstat, self.path(path))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ItemError(failure("TPD209", f"{path}: {exc.strerror}")) from exc
+        return _kind(st.st_mode)
+
+    async def listdir(self, path: str, max_entries: int, max_depth: int) -> list[DirEntry]:
+        root = self.path(path)
+
+        def walk() -> list[DirEntry]:
+            out: list[DirEntry] = []
+            queue: deque[tuple[Path, int]] = deque([(root, 0)])
+            while queue and len(out) < max_entries:
+                current, depth = queue.popleft()
+                try:
+                    names = sorted(os.listdir(current))
+                except FileNotFoundError:
+                    if current == root:
+                        raise
+                    continue
+                except OSError:
+                    continue
+                for name in names:
+                    full = current / name
+                    try:
+                        st = os.lstat(full)
+                    except OSError:
+                        continue
+                    kind = _kind(st.st_mode)
+                    shown = "/" + str(full.relative_to(self.sysroot)) if self.sysroot \
+                        else str(full)
+                    out.append(DirEntry(shown, kind, st.st_size, st.st_mtime))
+                    if kind == "dir" and depth + 1 < max_depth:
+                        queue.append((full, depth + 1))
+                    if len(out) >= max_entries:
+                        break
+            return out
+
+        try:
+            return await anyio.to_thread.run_sync(walk)
+        except FileNotFoundError as exc:
+            raise ItemError(failure("TPD209", f"{path}: no such directory"),
+                            missing=True) from exc
+
+    async def http_get(self, target: tuple[str, int] | str, path: str, cap: int) -> HttpAnswer:
+        try:
+            if isinstance(target, str):
+                stream: anyio.abc.ByteStream = await anyio.connect_unix(self.path(target))
+                host = "localhost"
+            else:
+                stream = await anyio.connect_tcp(*target)
+                host = f"{target[0]}:{target[1]}"
+        except OSError as exc:
+            raise ItemError(classify(exc)) from exc
+        buf = _Buffer(cap + 64 * 1024, keep_tail=False)
+        async with stream:
+            await stream.send(_request(host, path))
+            try:
+                while True:
+                    chunk = await stream.receive(65536)
+                    if not buf.add(chunk):
+                        break
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
+        raw, truncated = buf.value()
+        try:
+            status, body = parse_http(raw)
+        except ValueError as exc:
+            raise ItemError(failure("TPD209", str(exc))) from exc
+        return HttpAnswer(status, body[:cap], truncated or len(body) > cap)
+
+    def close(self) -> None:
+        return None
