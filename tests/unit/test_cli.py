@@ -47,7 +47,9 @@ def test_codes_doc_is_in_sync() -> None:
     """docs/codes.md explains every registered code with its current text."""
     from tpdump.errors import CODES
 
+    from tpdump.cli import codes_markdown
+
     doc = (Path(__file__).resolve().parents[2] / "docs" / "codes.md").read_text()
+    assert doc == codes_markdown(), "regenerate: tpdump explain --markdown > docs/codes.md"
     for c in CODES.values():
         assert f"## {c.code}: {c.title}" in doc
-        assert c.explanation in doc
