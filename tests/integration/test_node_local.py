@@ -11,7 +11,8 @@ from tests.integration.helpers import find_archive, read_archive, tpdump_cmd
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "teleport"
 UUID = "6204f089-7da7-4381-b28b-d247d5122a2e"
-SECRET_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEsysrootCANARYkey\n-----END RSA PRIVATE KEY-----\n"
+SECRET_KEY = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEsysrootCANARYkey\n"
+              "-----END RSA PRIVATE KEY-----\n")
 
 
 def make_sysroot(root: Path) -> None:

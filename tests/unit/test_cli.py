@@ -45,9 +45,8 @@ def test_python_dash_m() -> None:
 
 def test_codes_doc_is_in_sync() -> None:
     """docs/codes.md explains every registered code with its current text."""
-    from tpdump.errors import CODES
-
     from tpdump.cli import codes_markdown
+    from tpdump.errors import CODES
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "codes.md").read_text()
     assert doc == codes_markdown(), "regenerate: tpdump explain --markdown > docs/codes.md"
