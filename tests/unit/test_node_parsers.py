@@ -1,0 +1,67 @@
+"""Parsers of node outputs: connections, limits, meminfo, process state."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tpdump.collectors.node import (
+    diag_addr_from,
+    parse_connections,
+    parse_limits,
+    parse_meminfo,
+    split_hostport,
+)
+from tpdump.collectors.sqlite import dump_process_state
+from tpdump.redact import Redactor
+
+SS = """0      0      10.0.0.5:41234   10.0.0.2:3025  users:(("teleport",pid=4242,fd=9))
+0      0      10.0.0.5:41240   10.0.0.3:3024  users:(("teleport",pid=4242,fd=12))
+0      0      10.0.0.5:22      10.9.9.9:5555  users:(("sshd",pid=77,fd=3))
+"""
+
+
+def test_connections_only_teleport_and_roles() -> None:
+    """Only the teleport process's connections, each named by the port it goes to."""
+    conns = parse_connections(SS, {"4242"})
+    assert [c["peer"] for c in conns] == ["10.0.0.2:3025", "10.0.0.3:3024"]
+    assert [c["role"] for c in conns] == ["auth", "proxy tunnel"]
+
+
+def test_limits_meminfo_addresses() -> None:
+    """Open-files limit, memory, diag address and host:port forms."""
+    limits = "Limit Soft Limit Hard Limit Units\nMax open files 524288 524288 files\n"
+    assert parse_limits(limits) == {"open_files_soft": "524288", "open_files_hard": "524288"}
+    assert parse_meminfo("MemTotal: 100 kB\nMemAvailable: 40 kB\n") == {
+        "memtotal_kb": 100, "memavailable_kb": 40}
+    assert diag_addr_from(["teleport", "start", "--diag-addr=127.0.0.1:3434"]) == \
+        "127.0.0.1:3434"
+    assert split_hostport("[::1]:3000") == ("::1", 3000)
+    assert split_hostport("nonsense") is None
+
+
+def test_process_state_without_secrets(tmp_path: Path) -> None:
+    """Identities lose their values, state keeps them, the schema is there."""
+    path = tmp_path / "sqlite.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, modified INTEGER, expires DATETIME, "
+               "value BLOB, revision TEXT)")
+    db.execute("INSERT INTO kv VALUES ('/ids/node/current', 1, NULL, ?, 'a')",
+               (b"-----BEGIN RSA PRIVATE KEY-----\nSECRETBODY\n-----END RSA PRIVATE KEY-----",))
+    db.execute("INSERT INTO kv VALUES ('/states/node', 2, NULL, ?, 'b')",
+               (json.dumps({"spec": {"rotation": {"phase": "standby"}}, "token": "T0K"}),))
+    db.commit()
+    db.close()
+    r = Redactor()
+    sql = dump_process_state(path.read_bytes(), r)
+    assert "CREATE TABLE kv" in sql and "-- table kv: 2 rows" in sql
+    assert "SECRETBODY" not in sql and "T0K" not in sql
+    assert "standby" in sql and "/ids/node/current" in sql
+    assert r.counts["process state value"] == 1
+
+
+def test_process_state_rejects_garbage() -> None:
+    """A file that is not SQLite is an error, not a crash."""
+    with pytest.raises(ValueError):
+        dump_process_state(b"\x00garbage" * 100, Redactor())
