@@ -59,3 +59,24 @@ def test_kinds_selection() -> None:
     """--include-kinds and --exclude-kinds select tctl kinds."""
     s = resolve({}, {"include_kinds": "node,role,user", "exclude_kinds": "user"})
     assert s.kinds() == ("node", "role")
+
+
+def test_readme_profile_table_matches_code() -> None:
+    """The README's profile table shows exactly the values of the profile table in code."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("### Profiles", 1)[1].split("\n\n", 2)[1]
+    rows = [r.strip("|").split("|") for r in table.splitlines()[2:]]
+    names = list(PROFILES)
+    units = {"KiB": 1024, "MiB": 1024 ** 2}
+    seen = set()
+    for row in rows:
+        cells = [c.strip() for c in row]
+        key = re.sub(r"\s*\(s\)$", "", cells[0])
+        seen.add(key)
+        for profile, cell in zip(names, cells[1:], strict=True):
+            number, _, unit = cell.partition(" ")
+            value = float(number) * units.get(unit, 1)
+            assert value == PROFILES[profile][key], (key, profile, cell)
+    assert seen == set(PROFILES["standard"])
