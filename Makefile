@@ -28,6 +28,7 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	$(PY) bench/fanout.py
+	$(PY) bench/sos_compare.py
 
 clean:
 	rm -rf $(VENV) dumps build *.egg-info

@@ -1,4 +1,4 @@
-"""Fixtures for the real-OpenSSH lab (see tests/lab/sshd.py)."""
+"""Fixtures for the real-OpenSSH lab (sshd.py) and the real-systemd lab (nspawn.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from .nspawn import NspawnLab, require_nspawn_lab, start_nspawn_lab
 from .sshd import Lab, require_lab, start_lab
 
 LAB_NODES = 5
+NSPAWN_LAB_NODES = 5
 
 
 @pytest.fixture
@@ -23,6 +25,20 @@ def sshd_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     require_lab()
     t0 = time.monotonic()
     lab = start_lab(tmp_path_factory.mktemp("sshd-lab"), LAB_NODES)
+    lab.timings["fixture_start"] = time.monotonic() - t0
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture(scope="session")
+def nspawn_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NspawnLab]:
+    """5 systemd-nspawn nodes (real systemd, journald, sshd, the Teleport stand-in
+    service) behind a real sshd jump host, for the whole session (tests/lab/nspawn.py)."""
+    require_nspawn_lab()
+    t0 = time.monotonic()
+    lab = start_nspawn_lab(tmp_path_factory.mktemp("nspawn-lab"), NSPAWN_LAB_NODES)
     lab.timings["fixture_start"] = time.monotonic() - t0
     try:
         yield lab
