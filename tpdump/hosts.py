@@ -207,31 +207,48 @@ class SSHHost:
         return _kind(attrs.permissions or 0)
 
     async def listdir(self, path: str, max_entries: int, max_depth: int) -> list[DirEntry]:
+        """A bounded recursive listing, one level at a time, the directories of a level
+        read in parallel (a round trip per level, not per directory)."""
         sftp = await self._sftp()
+        root = path.rstrip("/") or "/"
         out: list[DirEntry] = []
-        queue: deque[tuple[str, int]] = deque([(path.rstrip("/") or "/", 0)])
-        while queue and len(out) < max_entries:
-            current, depth = queue.popleft()
-            try:
-                entries = [e async for e in sftp.scandir(current)]
-            except asyncssh.SFTPNoSuchFile as exc:
-                if current == path:
-                    raise ItemError(failure("TPD209", f"{path}: no such directory"),
-                                    missing=True) from exc
-                continue
-            except (asyncssh.SFTPError, OSError):
-                continue
-            for e in sorted(entries, key=lambda e: str(e.filename)):
-                name = str(e.filename)
-                if name in (".", ".."):
-                    continue
-                full = f"{current}/{name}" if current != "/" else f"/{name}"
-                kind = _kind(e.attrs.permissions or 0)
-                out.append(DirEntry(full, kind, e.attrs.size or 0, float(e.attrs.mtime or 0)))
-                if kind == "dir" and depth + 1 < max_depth:
-                    queue.append((full, depth + 1))
-                if len(out) >= max_entries:
-                    break
+        level = [root]
+        for depth in range(max_depth):
+            found: dict[str, list[DirEntry]] = {}
+
+            async def scan(directory: str, found: dict[str, list[DirEntry]] = found) -> None:
+                try:
+                    entries = [e async for e in sftp.scandir(directory)]
+                except asyncssh.SFTPNoSuchFile as exc:
+                    if directory == root:
+                        raise ItemError(failure("TPD209", f"{path}: no such directory"),
+                                        missing=True) from exc
+                    return
+                except (asyncssh.SFTPError, OSError):
+                    return
+                rows = []
+                for e in sorted(entries, key=lambda e: str(e.filename)):
+                    name = str(e.filename)
+                    if name in (".", ".."):
+                        continue
+                    full = f"{directory}/{name}" if directory != "/" else f"/{name}"
+                    rows.append(DirEntry(full, _kind(e.attrs.permissions or 0),
+                                         e.attrs.size or 0, float(e.attrs.mtime or 0)))
+                found[directory] = rows
+
+            async with anyio.create_task_group() as tg:
+                for directory in level[:256]:
+                    tg.start_soon(scan, directory)
+            level = []
+            for directory in sorted(found):
+                for entry in found[directory]:
+                    if len(out) >= max_entries:
+                        return out
+                    out.append(entry)
+                    if entry.kind == "dir" and depth + 1 < max_depth:
+                        level.append(entry.path)
+            if not level:
+                break
         return out
 
     async def http_get(self, target: tuple[str, int] | str, path: str, cap: int) -> HttpAnswer:

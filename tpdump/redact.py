@@ -7,6 +7,7 @@ leaves a marker naming what was removed, and is counted by category for the repo
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import Counter
@@ -56,11 +57,11 @@ _PEM_BYTES = re.compile(
     re.DOTALL,
 )
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/=]{8,}")
-_COOKIE = re.compile(r"(?i)\b((?:set-)?cookie)(\s*[:=]\s*)[^\r\n]+")
+_COOKIE = re.compile(r"(?i)\b((?:set-)?cookie)(\s*[:=]\s*)[^\r\n\"\\]+")
 _KV = re.compile(
     r"(?i)(?P<key>[\"']?\b(?:auth[_-]?token|join[_-]?token|token[_-]?name|token|password|passwd|"
     r"client[_-]?secret|secret[_-]?key|secret|api[_-]?key|private[_-]?key|bearer[_-]?token|"
-    r"session[_-]?token)[\"']?)(?P<sep>\s*[:=]\s*)(?P<val>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&}\]]+)"
+    r"session[_-]?token)[\"']?)(?P<sep>\s*[:=]\s*)(?P<val>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&}\]\"'\\]+)"
 )
 # A cheap first look: text without any of these words cannot match the patterns above.
 _HINT = re.compile(r"(?i)private key|bearer|cookie|token|passw|secret|api[_-]?key")
@@ -109,6 +110,24 @@ class Redactor:
         return self.text(raw.decode("utf-8", "surrogateescape")).encode(
             "utf-8", "surrogateescape"
         )
+
+    def json_lines(self, raw: bytes) -> bytes:
+        """JSON-lines logs: each line that parses is redacted as a document (so it stays
+        valid JSON); other lines by the text patterns."""
+        out = []
+        for line in raw.split(b"\n"):
+            text = line.decode("utf-8", "surrogateescape")
+            if not _HINT.search(text):
+                out.append(line)
+                continue
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                out.append(self.text(text).encode("utf-8", "surrogateescape"))
+                continue
+            out.append(json.dumps(self.document(doc), ensure_ascii=False).encode(
+                "utf-8", "surrogateescape"))
+        return b"\n".join(out)
 
     # --- command lines -----------------------------------------------------------
     def cmdline(self, argv: list[str]) -> list[str]:
@@ -177,7 +196,7 @@ class Redactor:
         so a malformed file still never leaks what they catch."""
         try:
             roots = list(yaml.compose_all(text, Loader=Loader))
-        except yaml.YAMLError:
+        except (yaml.YAMLError, UnicodeError):  # malformed, or bytes that are not UTF-8
             return self.text(text), False
         spans: list[tuple[int, int, str]] = []
         for root in roots:

@@ -31,7 +31,7 @@ from tpdump.report import RunFacts, build, render_html, render_json, render_text
 from tpdump.results import NodeResult, NodeStatus
 from tpdump.status import ClusterStatus, parse_status
 from tpdump.tctl import Tctl, TctlFailure, TctlResult
-from tpdump.transport import ProxyError, Transport, classify, failure
+from tpdump.transport import ProxyError, Transport, classify, failure, first_leaf
 
 log = structlog.get_logger("tpdump.runner")
 
@@ -191,14 +191,6 @@ class Run(ABC):
                                        f"See: tpdump explain {r.code}\n", source="tpdump")
         await self.archive.add("tpdump.log", self.run_log.text(), source="tpdump")
         await self.archive.finish_input()
-
-
-def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first non-group exception of a (nested) exception group."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 async def _run_in(scope: anyio.CancelScope, func: Callable[[], Awaitable[None]]) -> None:

@@ -73,6 +73,14 @@ def failure(code: str, detail: str) -> Failure:
     return Failure(code, REASONS.get(code, "failed"), detail)
 
 
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first non-group exception of a (nested) exception group."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
 def classify(exc: BaseException) -> Failure:
     """Map an exception from connecting or talking to a node to a Failure."""
     text = str(exc) or type(exc).__name__

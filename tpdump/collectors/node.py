@@ -27,7 +27,7 @@ from tpdump.config import Settings
 from tpdump.hosts import Exec, Host, ItemError
 from tpdump.redact import Loader, Redactor
 from tpdump.results import ItemResult, NodeResult
-from tpdump.transport import Failure, failure
+from tpdump.transport import Failure, failure, first_leaf
 
 log = structlog.get_logger("tpdump.node")
 
@@ -247,6 +247,12 @@ class NodeCollector:
             except ItemError as exc:
                 self.item_failed(name, exc.failure, started,
                                  status="missing" if exc.missing else "failed")
+            except ExceptionGroup as group:  # from an item's own parallel parts
+                leaf = first_leaf(group)
+                if not isinstance(leaf, ItemError):
+                    raise
+                self.item_failed(name, leaf.failure, started,
+                                 status="missing" if leaf.missing else "failed")
             except Exception as exc:  # a bug on one item must not cost the others
                 log.exception("item crashed", item=name)
                 self.item_failed(name, failure("TPD212", f"internal error: "
@@ -523,7 +529,8 @@ class NodeCollector:
             if ran.exit_status not in (0, None):
                 raise ItemError(failure("TPD209", f"journalctl exit {ran.exit_status}: "
                                         f"{ran.stderr.decode('utf-8', 'replace')[:300]}"))
-            data = self.redactor.data(ran.stdout)
+            data = self.redactor.json_lines(ran.stdout) if fmt == "json" else \
+                self.redactor.data(ran.stdout)
             await self.write(f"journal {fmt}", path, data, source=f"command: journalctl "
                              f"-u teleport.service -o {fmt}", truncated=ran.truncated,
                              started=t0)
@@ -541,7 +548,8 @@ class NodeCollector:
         started = time.monotonic()
         path = str(self.facts["log_output"])
         data, truncated = await self.host.read(path, self.settings.log_bytes, tail=True)
-        clean = self.redactor.data(data)
+        json_log = self.facts.get("log_format") == "json" or data[:1] == b"{"
+        clean = self.redactor.json_lines(data) if json_log else self.redactor.data(data)
         name = path.rsplit("/", 1)[-1] or "teleport.log"
         await self.write("log file", f"logs/{name}", clean, source=f"file: {path} (tail)",
                          truncated=truncated, started=started)

@@ -94,7 +94,7 @@ async def run(scenario: Scenario, state_dir: Path) -> None:
     objects = Objects(cluster)
     fsb = FSBuilder(cluster)
     auth = AuthServer(cluster, objects)
-    ssh = SSHCluster(cluster, fsb)
+    ssh = SSHCluster(cluster, fsb, state_dir / "journals")
     try:
         await auth.start()
         await ssh.start()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import posixpath
 import time
 from dataclasses import dataclass, field
 
 import yaml
 
 from tpdump.sim.keys import ClusterKeys
-from tpdump.sim.scenario import Instance, Scenario
+from tpdump.sim.scenario import Group, Instance, Scenario
+from tpdump.sim.systemd import UNIT_DIRS, UnitFile, enable_links, find_units, main_unit
 
 NODE_SSH_PORT = 3022
 PROXY_SSH_PORT = 3023
@@ -18,6 +21,34 @@ AUTH_PORT = 3025
 DEFAULT_DATA_DIR = "/var/lib/teleport"
 PLAIN_LOG_PATH = "/var/lib/teleport/teleport.log"
 DIAG_ADDR = "127.0.0.1:3000"
+TELEPORT_BIN = "/usr/local/bin/teleport"
+DEFAULT_CONFIG = "/etc/teleport.yaml"
+PID_FILE = "/run/teleport.pid"
+TELEPORT_UNIT_PATH = "/etc/systemd/system/teleport.service"
+# Debian 12 is merged-/usr and /var/run is /run: node paths are stored under their target.
+SYMLINKS = {"/bin": "usr/bin", "/sbin": "usr/sbin", "/lib": "usr/lib", "/lib64": "usr/lib64",
+            "/var/run": "/run"}
+PLAIN_NOFILE = ("1024", "4096")  # the kernel's defaults for a process not started by systemd
+
+# examples/systemd/teleport.service of gravitational/teleport, verbatim.
+TELEPORT_UNIT = """[Unit]
+Description=Teleport Service
+After=network.target
+
+[Service]
+Type=simple
+Restart=always
+RestartSec=5
+EnvironmentFile=-/etc/default/teleport
+ExecStart=/usr/local/bin/teleport start --config /etc/teleport.yaml --pid-file=/run/teleport.pid
+# systemd before 239 needs an absolute path
+ExecReload=/bin/sh -c "exec pkill -HUP -L -F /run/teleport.pid"
+PIDFile=/run/teleport.pid
+LimitNOFILE=524288
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 # teleport.yaml section -> service name, and whether it is on when the section is absent
 # (Teleport turns auth, proxy and ssh on unless told otherwise).
@@ -55,6 +86,7 @@ class TeleportConfig:
     data_dir: str = DEFAULT_DATA_DIR
     log_output: str = "stderr"
     log_format: str = "text"
+    log_severity: str = "INFO"
     diag_addr: str = ""
     from_file: bool = False
 
@@ -89,9 +121,50 @@ def parse_teleport_config(text: bytes, fallback: TeleportConfig) -> TeleportConf
         data_dir=str(tele.get("data_dir", DEFAULT_DATA_DIR)),
         log_output=str(log.get("output", "stderr")),
         log_format=log_format if log_format in ("text", "json") else "text",
+        log_severity=str(log.get("severity", "INFO") or "INFO").upper(),
         diag_addr=str(tele.get("diag_addr", "") or ""),
         from_file=True,
     )
+
+
+def canonical_path(path: str) -> str:
+    """`path` with the well-known directory symlinks of a Debian 12 host resolved."""
+    path = posixpath.normpath("/" + path.lstrip("/"))
+    for link, target in SYMLINKS.items():
+        if path == link or path.startswith(link + "/"):
+            base = target if target.startswith("/") else "/" + target
+            return base + path[len(link):]
+    return path
+
+
+def argv_option(argv: list[str], long: str, short: str = "") -> str | None:
+    """The value of `--long VALUE`, `--long=VALUE` (or `-s VALUE`, `-sVALUE`) in argv."""
+    value: str | None = None
+    for i, arg in enumerate(argv):
+        if arg == long or (short and arg == short):
+            if i + 1 < len(argv):
+                value = argv[i + 1]
+        elif arg.startswith(long + "="):
+            value = arg[len(long) + 1:]
+        elif short and arg.startswith(short) and len(arg) > len(short) and not arg.startswith(
+                "--"):
+            value = arg[len(short):]
+    return value
+
+
+@dataclass(frozen=True)
+class GroupModel:
+    """What every instance of a group shares, worked out once: files, units, command line."""
+
+    files: dict[str, bytes]
+    units: dict[str, UnitFile]
+    links: dict[str, str]
+    main_unit: str
+    argv: tuple[str, ...]
+    config_path: str
+    pid_file: str
+    nofile: tuple[str, str]
+    config: TeleportConfig
 
 
 def _truthy(v: object) -> bool:
@@ -135,6 +208,17 @@ class Canaries:
         self.items.append(encoded)
         return value, encoded
 
+    def make_b64_raw(self, kind: str, n: int) -> tuple[str, str]:
+        """A base64-alphabet canary whose length is a multiple of 3, and its base64 form
+        (both recorded): placed at an offset that is a multiple of 3 inside a `[]byte`
+        value, its base64 form shows verbatim in the value's JSON."""
+        raw = f"CANARY{kind}{n}x{self._hex(kind, n)}"
+        raw += "0" * (-len(raw) % 3)
+        encoded = base64.b64encode(raw.encode()).decode()
+        self.items.append(raw)
+        self.items.append(encoded)
+        return raw, encoded
+
 
 @dataclass
 class SimNode:
@@ -146,6 +230,19 @@ class SimNode:
     pid: int
     files: dict[str, bytes]
     canaries: dict[str, str] = field(default_factory=dict)
+    model: GroupModel | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        """The teleport command line (/proc/<pid>/cmdline, ExecStart of the main unit)."""
+        argv = list(self.model.argv) if self.model else [TELEPORT_BIN, "start"]
+        if "cmdline_token" in self.canaries:
+            argv.append(f"--token={self.canaries['cmdline_token']}")
+        return argv
+
+    @property
+    def systemd(self) -> bool:
+        return self.inst.group.init == "systemd"
 
     @property
     def uuid(self) -> str:
@@ -204,6 +301,7 @@ class SimCluster:
         )
         self.nodes: list[SimNode] = []
         self.by_name: dict[str, SimNode] = {}
+        self._models: dict[str, GroupModel] = {}
         for inst in scenario.instances():
             node = self._make_node(inst)
             self.nodes.append(node)
@@ -223,22 +321,55 @@ class SimCluster:
     def node_ip(self, index: int) -> str:
         return f"127.{self.net}.{index // 250}.{index % 250 + 1}"
 
-    def _make_node(self, inst: Instance) -> SimNode:
-        g = inst.group
+    def group_model(self, g: Group) -> GroupModel:
+        """The shared model of group `g` (built on first use; files are read once)."""
+        model = self._models.get(g.name)
+        if model is None:
+            model = self._models[g.name] = self._build_model(g)
+        return model
+
+    def _build_model(self, g: Group) -> GroupModel:
         plain = g.init == "plain"
+        files = {canonical_path(path): local.read_bytes() for path, local in g.files}
+        units: dict[str, UnitFile] = {}
+        main = None
+        if not plain:
+            if not any(posixpath.basename(p) == "teleport.service"
+                       and posixpath.dirname(p) in UNIT_DIRS for p in files):
+                files = {TELEPORT_UNIT_PATH: TELEPORT_UNIT.encode(), **files}
+            units = find_units(files)
+            main = main_unit(units)
+        argv = main.exec_start() if main is not None else []
+        if not argv:
+            argv = [TELEPORT_BIN, "start", "--config", DEFAULT_CONFIG, f"--pid-file={PID_FILE}"]
+        config_path = canonical_path(argv_option(argv, "--config", "-c") or DEFAULT_CONFIG)
+        pid_file = canonical_path(argv_option(argv, "--pid-file") or PID_FILE)
         default = TeleportConfig(
             services=g.services,
             log_output=PLAIN_LOG_PATH if plain else "stderr",
             log_format=g.log_format,
             diag_addr=DIAG_ADDR if g.diag else "",
         )
-        files = {path: local.read_bytes() for path, local in g.files}
         config = default
-        if "/etc/teleport.yaml" in files:
-            config = parse_teleport_config(files["/etc/teleport.yaml"], default)
+        if config_path in files:
+            config = parse_teleport_config(files[config_path], default)
+        flag_diag = argv_option(argv, "--diag-addr")
+        if flag_diag:
+            config = dataclasses.replace(config, diag_addr=flag_diag)
+        nofile = main.nofile() if main is not None else PLAIN_NOFILE
+        return GroupModel(files=files, units=units, links=enable_links(units),
+                          main_unit=main.name if main is not None else "", argv=tuple(argv),
+                          config_path=config_path, pid_file=pid_file, nofile=nofile,
+                          config=config)
+
+    def _make_node(self, inst: Instance) -> SimNode:
+        g = inst.group
+        plain = g.init == "plain"
+        model = self.group_model(g)
         seed_hash = hashlib.sha256(f"pid:{self.scenario.seed}:{inst.uuid}".encode()).digest()
         pid = 300 + int.from_bytes(seed_hash[:4], "big") % 60000
-        node = SimNode(inst=inst, ip=self.node_ip(inst.index), config=config, pid=pid, files=files)
+        node = SimNode(inst=inst, ip=self.node_ip(inst.index), config=model.config, pid=pid,
+                       files=model.files, model=model)
         if self.canaries.enabled:
             n = inst.index + 1
             node.canaries["join_token"] = self.canaries.make("join_token", n)
@@ -246,6 +377,9 @@ class SimCluster:
                 node.canaries["cmdline_token"] = self.canaries.make("cmdline_token", n)
             node.canaries["bearer"] = self.canaries.make("bearer", n)
             node.canaries["cookie"] = self.canaries.make("cookie", n)
+            node.canaries["log_token"] = self.canaries.make("log_token", n)
+            raw, _ = self.canaries.make_b64_raw("prockey", n)
+            node.canaries["proc_key"] = raw
         return node
 
     def resolve(self, host: str) -> SimNode | None:

@@ -29,6 +29,8 @@ class TLSAuthority:
     cert_pem: bytes
     not_after: dt.datetime
     spki_sha256: str
+    key: ec.EllipticCurvePrivateKey | None = None
+    name: x509.Name | None = None
 
 
 @dataclass
@@ -121,4 +123,6 @@ def _tls_ca(cluster: str, ca_type: str, now: dt.datetime, days: int) -> TLSAutho
         cert_pem=cert.public_bytes(serialization.Encoding.PEM),
         not_after=not_after,
         spki_sha256="sha256:" + hashlib.sha256(spki).hexdigest(),
+        key=key,
+        name=name,
     )

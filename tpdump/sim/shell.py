@@ -1,7 +1,10 @@
-"""Exec on a simulated node: the tpdump probe emulated byte-for-byte as dash runs it, and a few
-plain commands (`teleport version`, `cat`, `echo`, `hostname`, `uname`, `true`).
+"""Exec on a simulated node: the tpdump probe emulated byte-for-byte as dash runs it, and the
+commands tpdump runs on a node (docs/contracts.md): `systemctl`, `journalctl`, `ss`, `df`,
+`teleport version`, plus `cat`, `echo`, `hostname`, `uname`, `true`.
 
-Anything else answers like a shell that lacks the command: `sh: 1: <cmd>: not found`, 127.
+A `nice -n N` / `ionice -c N` prefix is unwrapped as the real wrappers would run the command.
+Commands are looked up on the node's PATH (the stand-ins under /usr/bin); anything missing
+fails as the shell (`sh: 1: X: not found`) or the wrapper would say, exit 127.
 """
 
 from __future__ import annotations
@@ -10,15 +13,21 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
-from tpdump.sim.cluster import SimNode
-from tpdump.sim.vfs import TELEPORT_BIN, FSError, NodeFS, parse_teleport_script
+from tpdump.sim.cluster import SimCluster, SimNode
+from tpdump.sim.diag import garble
+from tpdump.sim.hostcmds import connections, df_output, df_row, ss_output
+from tpdump.sim.systemctl import Systemctl
+from tpdump.sim.vfs import FSError, NodeFS, parse_teleport_script
 
-PROBE_MARK = "# tpdump-probe v1"
+PROBE_MARK = "# tpdump-probe v2"
+PROBE_TOOLS = ("journalctl", "systemctl", "ss", "df", "nice", "ionice")
 UNAME_SRVMO = ("Linux 6.1.0-18-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01) "
                "x86_64 GNU/Linux")
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 SHELLS = {"sh", "/bin/sh", "bash", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash", "dash",
           "/bin/dash"}
+# Commands every host has (coreutils and friends are not in the simulated /usr/bin).
+ALWAYS = {"cat", "echo", "hostname", "uname", "true", "false"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,13 @@ class ExecResult:
     stdout: bytes = b""
     stderr: bytes = b""
     code: int = 0
+
+
+@dataclass(frozen=True)
+class JournalRequest:
+    """`journalctl ARGS`: answered asynchronously by the real journalctl (journal.py)."""
+
+    args: tuple[str, ...]
 
 
 def is_probe(command: str) -> bool:
@@ -43,10 +59,11 @@ def _fast_sh_c(command: str) -> str | None:
     return script if shlex.quote(script) == command[len("/bin/sh -c "):] else None
 
 
-def run_command(command: str, fs: NodeFS, node: SimNode, now: float) -> ExecResult:
+def run_command(command: str, fs: NodeFS, node: SimNode, now: float,
+                cluster: SimCluster | None = None) -> ExecResult | JournalRequest:
     """Run one exec request `command` (as the login shell would be given it)."""
     fast = _fast_sh_c(command)
-    if fast is not None and PROBE_MARK in fast:
+    if fast is not None and is_probe(fast):
         return ExecResult(stdout=run_probe(fast, fs, node, now))
     try:
         argv = shlex.split(command)
@@ -56,41 +73,154 @@ def run_command(command: str, fs: NodeFS, node: SimNode, now: float) -> ExecResu
         return ExecResult()
     if argv[0] in SHELLS and len(argv) >= 3 and argv[1] == "-c":
         script = argv[2]
-        if PROBE_MARK in script:
+        if is_probe(script):
             return ExecResult(stdout=run_probe(script, fs, node, now))
-        return run_command(script, fs, node, now)
-    return _simple(argv, fs, node, now)
+        return run_command(script, fs, node, now, cluster)
+    return _run_argv(argv, fs, node, now, cluster)
 
 
-def _simple(argv: list[str], fs: NodeFS, node: SimNode, now: float) -> ExecResult:
+def _find(cmd: str, fs: NodeFS) -> str | None:
+    """The path `cmd` runs (PATH lookup on the node), None when it does not exist."""
+    if "/" in cmd:
+        ent = fs.exists(cmd)
+        if ent is not None and ent.kind == "file" and ent.mode & 0o111:
+            return cmd
+        return cmd if posixpath.basename(cmd) in ALWAYS else None
+    if cmd in ALWAYS:
+        return f"/usr/bin/{cmd}"
+    return _which(cmd, fs)
+
+
+def _missing(cmd: str, wrapper: str) -> ExecResult:
+    if wrapper == "nice":
+        return ExecResult(stderr=f"nice: ‘{cmd}’: No such file or directory\n".encode(),
+                          code=127)
+    if wrapper == "ionice":
+        return ExecResult(stderr=f"ionice: failed to execute {cmd}: No such file or "
+                                 f"directory\n".encode(), code=127)
+    return ExecResult(stderr=f"sh: 1: {cmd}: not found\n".encode(), code=127)
+
+
+def _skip_options(argv: list[str], valued: set[str]) -> list[str] | None:
+    """argv after the wrapper's options (None: a usage the simulator does not run)."""
+    i = 1
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        a = argv[i]
+        if a == "--":
+            return argv[i + 1:]
+        name = a.split("=", 1)[0]
+        if name in valued and "=" not in a:
+            i += 2
+        elif a[:2] in valued or name in valued or a[1:].isdigit():
+            i += 1  # -n10, --adjustment=10, -10
+        else:
+            return None
+    return argv[i:]
+
+
+def _run_argv(argv: list[str], fs: NodeFS, node: SimNode, now: float,
+              cluster: SimCluster | None) -> ExecResult | JournalRequest:
+    wrapper = ""
+    for _ in range(4):
+        base = posixpath.basename(argv[0])
+        if base not in ("nice", "ionice"):
+            break
+        if _find(argv[0], fs) is None:
+            return _missing(argv[0], wrapper)
+        rest = _skip_options(argv, {"-n", "--adjustment"} if base == "nice" else
+                             {"-c", "--class", "-n", "--classdata"})
+        if rest is None:
+            return ExecResult(stderr=f"{base}: tpdump sim: only `{base} OPTIONS COMMAND` is "
+                                     f"simulated\n".encode(), code=1)
+        if not rest:
+            return ExecResult(stdout=b"0\n" if base == "nice" else b"none: prio 0\n")
+        wrapper, argv = base, rest
     cmd = argv[0]
-    base = posixpath.basename(cmd)
-    if base == "teleport" and (cmd == "teleport" or fs.exists(cmd) is not None):
-        path = cmd if cmd.startswith("/") else (_which("teleport", fs) or TELEPORT_BIN)
+    path = _find(cmd, fs)
+    if path is None:
+        return _missing(cmd, wrapper)
+    return _simple(argv, posixpath.basename(path), path, fs, node, now, cluster)
+
+
+def _simple(argv: list[str], base: str, path: str, fs: NodeFS, node: SimNode, now: float,
+            cluster: SimCluster | None) -> ExecResult | JournalRequest:
+    garbage = node.fault == "garbage"
+    if base == "teleport":
         if argv[1:2] == ["version"]:
             line = _teleport_version(fs, path)
             if line is not None:
                 return ExecResult(stdout=line.encode())
         return ExecResult(stderr=b"teleport: simulated binary: only 'version' is supported\n",
                           code=1)
-    if cmd == "true":
+    if base == "systemctl" and cluster is not None and node.model is not None:
+        out, err, code = Systemctl(node, cluster, now).run(argv[1:])
+        if garbage and argv[1:2] == ["status"]:
+            out = garble(out)
+        return ExecResult(out, err, code)
+    if base == "journalctl":
+        return JournalRequest(tuple(argv[1:]))
+    if base == "ss" and cluster is not None:
+        return _ss(argv[1:], node, cluster)
+    if base == "df":
+        return _df(argv[1:], fs, node)
+    if base == "true":
         return ExecResult()
-    if cmd == "echo":
+    if base == "false":
+        return ExecResult(code=1)
+    if base == "echo":
         return ExecResult(stdout=(" ".join(argv[1:]) + "\n").encode())
-    if cmd == "hostname":
+    if base == "hostname":
         return ExecResult(stdout=(node.hostname + "\n").encode())
-    if cmd == "uname":
+    if base == "uname":
         return ExecResult(stdout=(UNAME_SRVMO + "\n").encode())
-    if cmd == "cat":
-        out = bytearray()
-        err = bytearray()
-        for path in argv[1:]:
+    if base == "cat":
+        buf = bytearray()
+        errs = bytearray()
+        for p in argv[1:]:
             try:
-                out += fs.read(path)
+                buf += fs.read(p)
             except FSError as exc:
-                err += f"cat: {path}: {exc.strerror}\n".encode()
-        return ExecResult(stdout=bytes(out), stderr=bytes(err), code=1 if err else 0)
-    return ExecResult(stderr=f"sh: 1: {cmd}: not found\n".encode(), code=127)
+                errs += f"cat: {p}: {exc.strerror}\n".encode()
+        return ExecResult(stdout=bytes(buf), stderr=bytes(errs), code=1 if errs else 0)
+    return ExecResult(stderr=f"{base}: tpdump sim: this command is not simulated\n".encode(),
+                      code=1)
+
+
+def _ss(args: list[str], node: SimNode, cluster: SimCluster) -> ExecResult:
+    flags: set[str] = set()
+    rest: list[str] = []
+    for a in args:
+        if a.startswith("-") and not a.startswith("--"):
+            flags.update(a[1:])
+        else:
+            rest.append(a)
+    if not flags <= set("Htnp") or "t" not in flags or rest not in ([], ["state", "established"]):
+        return ExecResult(stderr=b"ss: tpdump sim: only `ss -H -t -n -p state established` is "
+                                 b"simulated\n", code=1)
+    out = ss_output(connections(node, cluster), node.pid, header="H" not in flags,
+                    process="p" in flags)
+    return ExecResult(garble(out) if node.fault == "garbage" else out)
+
+
+def _df(args: list[str], fs: NodeFS, node: SimNode) -> ExecResult:
+    paths = [a for a in args if not a.startswith("-")]
+    flags = "".join(a[1:] for a in args if a.startswith("-") and a != "-")
+    if not set(flags) <= set("Pk") or not paths:
+        return ExecResult(stderr=b"df: tpdump sim: only `df -Pk PATH...` is simulated\n",
+                          code=1)
+    rows = []
+    err = bytearray()
+    for p in paths:
+        try:
+            resolved, _ = fs.lookup(p)
+        except FSError as exc:
+            err += f"df: {p}: {exc.strerror}\n".encode()
+            continue
+        rows.append(df_row(node, resolved))
+    out = df_output(rows) if rows else b""
+    if node.fault == "garbage":
+        out = garble(out)
+    return ExecResult(out, bytes(err), 1 if err else 0)
 
 
 def _which(name: str, fs: NodeFS) -> str | None:
@@ -170,9 +300,10 @@ def run_probe(script: str, fs: NodeFS, node: SimNode, now: float) -> bytes:
                 continue
             if _cmdsubst(_read(fs, d + "/comm")[:64]) == b"teleport":
                 pids.append(name)
+    all_pids = b" ".join(pids).split()
     seen: set[bytes] = set()
     exe = b""
-    for p in b" ".join(pids).split():
+    for p in all_pids:
         if p in seen:
             continue
         path = f"{r}/proc/{p.decode()}/cmdline"
@@ -183,7 +314,9 @@ def run_probe(script: str, fs: NodeFS, node: SimNode, now: float) -> bytes:
         data = _read(fs, path)
         out.extend(data[:cap])
         if not exe:
-            exe = _cmdsubst(data.replace(b"\0", b"\n").split(b"\n", 1)[0])
+            args = data.replace(b"\0", b"\n").split(b"\n")
+            named = [a for a in args if a.endswith(b"/teleport")]
+            exe = _cmdsubst(named[0]) if named else _cmdsubst(args[0])
     if not exe:
         exe = (_which("teleport", fs) or "").encode()
     sec(b"version")
@@ -204,11 +337,26 @@ def run_probe(script: str, fs: NodeFS, node: SimNode, now: float) -> bytes:
         out.extend(_read(fs, r + "/etc/os-release")[:cap])
     elif _readable(fs, r + "/usr/lib/os-release"):
         out.extend(_read(fs, r + "/usr/lib/os-release")[:cap])
+    for p in all_pids:  # every listed pid, duplicates included, as the loop in probe.sh
+        path = f"{r}/proc/{p.decode()}/limits"
+        if p in seen and _readable(fs, path):
+            sec(b"limits " + p)
+            out.extend(_read(fs, path)[:cap])
+    sec(b"init")
+    out.extend(_read(fs, r + "/proc/1/comm")[:64])
+    sec(b"tools")
+    for t in PROBE_TOOLS:  # `command -v` looks on the node's PATH (not under $R)
+        if _which(t, fs) is not None:
+            out.extend(t.encode() + b"\n")
+    sec(b"uptime")
+    out.extend(_read(fs, r + "/proc/uptime")[:256])
+    sec(b"meminfo")
+    out.extend(_read(fs, r + "/proc/meminfo")[:4096])
     sec(b"uname")
     out.extend(UNAME_SRVMO.encode() + b"\n")
     sec(b"date")
-    t = now + node.inst.group.clock_offset_s
-    secs = int(t // 1)
-    out.extend(f"{secs}.{int((t - secs) * 1e9):09d}\n".encode())
+    clock = now + node.inst.group.clock_offset_s
+    secs = int(clock // 1)
+    out.extend(f"{secs}.{int((clock - secs) * 1e9):09d}\n".encode())
     sec(b"end")
     return bytes(out)

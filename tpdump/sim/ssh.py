@@ -10,17 +10,29 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import posixpath
 import socket
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
 
 from tpdump.sim.cluster import NODE_SSH_PORT, SimCluster, SimNode
-from tpdump.sim.shell import run_command
-from tpdump.sim.vfs import FSBuilder, SFTPHooks, make_sftp_server
+from tpdump.sim.diag import (
+    LOG_LEVELS,
+    DebugState,
+    HTTPTCPSession,
+    HTTPUNIXSession,
+    debug_handler,
+    diag_handler,
+)
+from tpdump.sim.journal import JournalStore
+from tpdump.sim.shell import ExecResult, JournalRequest, run_command
+from tpdump.sim.vfs import DEBUG_SOCKET_SINCE, FSBuilder, SFTPHooks, make_sftp_server
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +264,62 @@ class _Blackhole(asyncio.Protocol):
         return None
 
 
+def _split_hostport(addr: str) -> tuple[str, int] | None:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def addr_matches(listen: str, host: str, port: int, node_ip: str) -> bool:
+    """Whether a connection to host:port reaches a listener bound to `listen`."""
+    hp = _split_hostport(listen)
+    if hp is None or hp[1] != port:
+        return False
+    lhost = hp[0].lower()
+    host = host.lower().strip("[]")
+    local = {"127.0.0.1", "localhost", "::1", node_ip}
+    if lhost in ("", "0.0.0.0", "::"):
+        return host in local or host.startswith("127.")
+    if lhost in ("127.0.0.1", "localhost"):
+        return host in ("127.0.0.1", "localhost")
+    return host == lhost
+
+
+class NodeServer(asyncssh.SSHServer):
+    """Port forwarding on a node: its diag listener and its debug service socket, served
+    in-process; anything else is refused like a closed port."""
+
+    def __init__(self, node: SimNode, cluster: SimCluster, debug: DebugState) -> None:
+        self.node = node
+        self.cluster = cluster
+        self.debug = debug
+
+    def _clock(self) -> float:
+        return time.time() + self.node.inst.group.clock_offset_s
+
+    def _delay(self) -> float:
+        g = self.node.inst.group
+        return g.delay_s if g.fault == "slow" else 0.0
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
+                             orig_port: int) -> Any:
+        diag = self.node.config.diag_addr
+        if diag and addr_matches(diag, dest_host, dest_port, self.node.ip):
+            return HTTPTCPSession(diag_handler(self.node, self.cluster), self._delay(),
+                                  self._clock, self.node.fault == "garbage")
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "Connection refused")
+
+    def unix_connection_requested(self, dest_path: str) -> Any:
+        sock = posixpath.join(posixpath.normpath(self.node.config.data_dir), "debug.sock")
+        major = int(self.node.inst.version.split(".")[0])
+        if major >= DEBUG_SOCKET_SINCE and posixpath.normpath(dest_path) == sock:
+            return HTTPUNIXSession(debug_handler(self.node, self.cluster, self.debug),
+                                   self._delay(), self._clock, self.node.fault == "garbage")
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
+                                        "No such file or directory")
+
+
 class NodeFaults(SFTPHooks):
     """The fault behaviour of one node around SFTP operations."""
 
@@ -270,9 +338,14 @@ class NodeFaults(SFTPHooks):
 class SSHCluster:
     """Starts and stops the proxy and every node server."""
 
-    def __init__(self, cluster: SimCluster, fsb: FSBuilder) -> None:
+    def __init__(self, cluster: SimCluster, fsb: FSBuilder,
+                 journal_dir: Path | None = None) -> None:
         self.cluster = cluster
         self.fsb = fsb
+        if journal_dir is None:
+            journal_dir = Path(tempfile.mkdtemp(prefix="tpdump-sim-journals-"))
+        self.journals = JournalStore(cluster, journal_dir)
+        self._debug: dict[int, DebugState] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.proxy: asyncssh.SSHAcceptor | None = None
         self.servers: list[asyncio.AbstractServer] = []
@@ -346,7 +419,15 @@ class SSHCluster:
             async def process(proc: asyncssh.SSHServerProcess[bytes]) -> None:
                 await self._exec(node, proc)
 
+            debug = self._debug.setdefault(idx, DebugState(
+                LOG_LEVELS.get(node.config.log_severity.upper(), "INFO")))
+            cluster = self.cluster
+
+            def server_factory() -> asyncssh.SSHServer:
+                return NodeServer(node, cluster, debug)
+
             opts = asyncssh.SSHServerConnectionOptions(
+                server_factory=server_factory,
                 server_host_keys=[(keys.host_key, cert)],
                 authorized_client_keys=(self._rogue_ca_keys if node.fault == "auth_denied"
                                         else self._user_ca_keys),
@@ -375,7 +456,13 @@ class SSHCluster:
                 await self._flood(proc)
                 return
             fs = self.fsb.fs(node)
-            result = run_command(command, fs, node, time.time())
+            now = time.time()
+            answer = run_command(command, fs, node, now, self.cluster)
+            if isinstance(answer, JournalRequest):
+                out, err, code = await self.journals.journalctl(node, list(answer.args), now)
+                result = ExecResult(out, err, code)
+            else:
+                result = answer
             if result.stdout:
                 proc.stdout.write(result.stdout)
             if result.stderr:

@@ -6,13 +6,10 @@ lazily and deterministically from the seed, so 10,000 nodes stay cheap in memory
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import functools
-import json
 import os
 import posixpath
-import random
 import stat as statmod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -22,35 +19,41 @@ from typing import NoReturn
 import asyncssh
 import yaml
 
-from tpdump.sim.cluster import SimCluster, SimNode
+from tpdump.sim.cluster import (
+    AUTH_PORT,
+    PID_FILE,
+    SYMLINKS,
+    TELEPORT_BIN,
+    TELEPORT_UNIT,
+    SimCluster,
+    SimNode,
+)
+from tpdump.sim.logs import log_lines
+from tpdump.sim.procstate import ProcessStateBuilder
 from tpdump.sim.tctl import version_line
 
-TELEPORT_BIN = "/usr/local/bin/teleport"
-PID_FILE = "/run/teleport.pid"
+__all__ = ["PID_FILE", "TELEPORT_BIN", "TELEPORT_UNIT", "FSBuilder", "NodeFS"]
+
 HOME = "/home/tpdump"
 FS_CACHE = 2048
 LOG_CACHE = 256
+DB_CACHE = 256
 MAX_LINK_DEPTH = 40
+DEBUG_SOCKET_SINCE = 16  # Teleport major that added the debug service socket (approximate)
+TOOLS_ALL = ("ss", "df", "nice", "ionice")
+TOOLS_SYSTEMD = ("journalctl", "systemctl")
 
-# examples/systemd/teleport.service of gravitational/teleport, verbatim.
-TELEPORT_UNIT = """[Unit]
-Description=Teleport Service
-After=network.target
-
-[Service]
-Type=simple
-Restart=always
-RestartSec=5
-EnvironmentFile=-/etc/default/teleport
-ExecStart=/usr/local/bin/teleport start --config /etc/teleport.yaml --pid-file=/run/teleport.pid
-# systemd before 239 needs an absolute path
-ExecReload=/bin/sh -c "exec pkill -HUP -L -F /run/teleport.pid"
-PIDFile=/run/teleport.pid
-LimitNOFILE=524288
-
-[Install]
-WantedBy=multi-user.target
-"""
+MEMINFO = [("MemTotal", 8148260), ("MemFree", 2104420), ("MemAvailable", 5431180),
+           ("Buffers", 201348), ("Cached", 3021452), ("SwapCached", 0), ("Active", 2410232),
+           ("Inactive", 2911044), ("Active(anon)", 1398720), ("Inactive(anon)", 6340),
+           ("Active(file)", 1011512), ("Inactive(file)", 2904704), ("Unevictable", 0),
+           ("Mlocked", 0), ("SwapTotal", 0), ("SwapFree", 0), ("Dirty", 148),
+           ("Writeback", 0), ("AnonPages", 1402312), ("Mapped", 398132), ("Shmem", 9016),
+           ("KReclaimable", 187392), ("Slab", 301584), ("SReclaimable", 187392),
+           ("SUnreclaim", 114192), ("KernelStack", 8320), ("PageTables", 14120),
+           ("CommitLimit", 4074128), ("Committed_AS", 3512284), ("VmallocTotal", 34359738367),
+           ("VmallocUsed", 28412), ("HardwareCorrupted", 0), ("AnonHugePages", 0),
+           ("Hugetlb", 0), ("DirectMap4k", 206712), ("DirectMap2M", 8181760)]
 
 OS_RELEASE = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"
@@ -73,7 +76,7 @@ _LIMITS = [
     ("Max core file size", "0", "unlimited", "bytes"),
     ("Max resident set", "unlimited", "unlimited", "bytes"),
     ("Max processes", "63414", "63414", "processes"),
-    ("Max open files", "{nofile}", "{nofile}", "files"),
+    ("Max open files", "{soft}", "{hard}", "files"),
     ("Max locked memory", "8388608", "8388608", "bytes"),
     ("Max address space", "unlimited", "unlimited", "bytes"),
     ("Max file locks", "unlimited", "unlimited", "locks"),
@@ -88,12 +91,23 @@ _LIMITS = [
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-def proc_limits(nofile: int) -> bytes:
+def proc_limits(soft: str, hard: str) -> bytes:
     """The content of /proc/<pid>/limits for a process with this open-files limit."""
     return "".join(
-        f"{a:<25} {b.format(nofile=nofile):<20} {c.format(nofile=nofile):<20} {d:<10}\n"
-        for a, b, c, d in _LIMITS
+        f"{a:<25} {b.format(soft=soft, hard=hard):<20} {c.format(soft=soft, hard=hard):<20} "
+        f"{d:<10}\n" for a, b, c, d in _LIMITS
     ).encode()
+
+
+def meminfo() -> bytes:
+    """/proc/meminfo in the kernel's layout (`%-16s%8lu kB`)."""
+    return "".join(f"{name + ':':<16}{value:>8} kB\n" for name, value in MEMINFO).encode()
+
+
+def tool_stub(name: str) -> bytes:
+    """Stand-in for a system binary: present for `command -v`, answered by the simulator."""
+    return (f"#!/bin/sh\n# {name}: a tpdump simulator stand-in; the simulator answers "
+            f"`{name}` itself.\nexit 0\n").encode()
 
 
 def teleport_script(version: str) -> bytes:
@@ -122,9 +136,9 @@ def parse_teleport_script(data: bytes) -> str | None:
 
 @dataclass
 class Entry:
-    """A file, directory or symlink of a node file system."""
+    """A file, directory, symlink or socket of a node file system."""
 
-    kind: str  # "file" | "dir" | "link"
+    kind: str  # "file" | "dir" | "link" | "sock"
     mode: int
     mtime: float
     data: bytes | Callable[[], bytes] = b""
@@ -136,12 +150,14 @@ class Entry:
         return self.data() if callable(self.data) else self.data
 
     def attrs(self) -> asyncssh.SFTPAttrs:
-        ftype = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "link": statmod.S_IFLNK}
+        ftype = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "link": statmod.S_IFLNK,
+                 "sock": statmod.S_IFSOCK}
         size = len(self.target) if self.kind == "link" else (
-            len(self.content()) if self.kind == "file" else 4096)
+            len(self.content()) if self.kind == "file" else 4096 if self.kind == "dir" else 0)
         return asyncssh.SFTPAttrs(
             type={"file": asyncssh.FILEXFER_TYPE_REGULAR, "dir": asyncssh.FILEXFER_TYPE_DIRECTORY,
-                  "link": asyncssh.FILEXFER_TYPE_SYMLINK}[self.kind],
+                  "link": asyncssh.FILEXFER_TYPE_SYMLINK,
+                  "sock": asyncssh.FILEXFER_TYPE_SOCKET}[self.kind],
             size=size, uid=0, gid=0, owner="root", group="root",
             permissions=ftype[self.kind] | self.mode, atime=int(self.mtime),
             mtime=int(self.mtime), nlink=2 if self.kind == "dir" else 1,
@@ -194,6 +210,8 @@ class NodeFS:
             raise FSError(errno.EISDIR, path)
         if not ent.readable:
             raise FSError(errno.EACCES, path)
+        if ent.kind == "sock":
+            raise FSError(errno.ENXIO, path)
         return ent.content()
 
     def exists(self, path: str) -> Entry | None:
@@ -210,6 +228,8 @@ class FSBuilder:
         self.cluster = cluster
         self.get = functools.lru_cache(maxsize=FS_CACHE)(self._build)
         self.log = functools.lru_cache(maxsize=LOG_CACHE)(self._log)
+        self.db = functools.lru_cache(maxsize=DB_CACHE)(self._db)
+        self.procstate = ProcessStateBuilder(cluster)
 
     def fs(self, node: SimNode) -> NodeFS:
         return self.get(node.inst.index)
@@ -233,67 +253,84 @@ class FSBuilder:
 
         for path, (data, mode) in files.items():
             add_dirs(path)
-            kind = "file"
             if isinstance(data, str):
                 entries[path] = Entry("link", 0o777, mtime, target=data)
-                continue
-            entries[path] = Entry(kind, mode, mtime, data=data,
-                                  readable=not path.startswith("/etc/shadow"))
-        for d in (HOME, "/tmp", "/var/log", node.config.data_dir):
+            elif mode & statmod.S_IFSOCK == statmod.S_IFSOCK:
+                entries[path] = Entry("sock", mode & 0o7777, self.cluster.started)
+            else:
+                entries[path] = Entry("file", mode, mtime, data=data,
+                                      readable=not path.startswith("/etc/shadow"))
+        for d, mode in self.dirs(node):
             if d not in entries:
                 add_dirs(d)
-                entries[d] = Entry("dir", 0o755 if d != "/tmp" else 0o1777, mtime)
+                entries[d] = Entry("dir", mode, mtime)
+            elif entries[d].kind == "dir":
+                entries[d].mode = mode
         for ent in entries.values():
             ent.children.sort()
         return NodeFS(entries)
 
+    def dirs(self, node: SimNode) -> list[tuple[str, int]]:
+        """Directories that exist even when empty (the data_dir tree of a teleport host)."""
+        d = posixpath.normpath(node.config.data_dir)
+        out = [(HOME, 0o755), ("/tmp", 0o1777), ("/var/log", 0o755), (d, 0o750),
+               (posixpath.join(d, "proc"), 0o700), (posixpath.join(d, "cache"), 0o700),
+               (posixpath.join(d, "log"), 0o700)]
+        if "node" in node.services:
+            out.append((posixpath.join(d, "log", "upload", "streaming", "default"), 0o700))
+        if "auth" in node.services:
+            out += [(posixpath.join(d, "log", "events"), 0o700),
+                    (posixpath.join(d, "log", "records"), 0o700)]
+        return out
+
     def files(self, node: SimNode) -> dict[str, tuple[bytes | Callable[[], bytes] | str, int]]:
-        """path -> (content | lazy content | symlink target, mode)."""
+        """path -> (content | lazy content | symlink target, mode); a mode with S_IFSOCK
+        makes a socket."""
         g = node.inst.group
+        model = node.model
+        assert model is not None
         garbage = g.fault == "garbage"
         pid = node.pid
+        index = node.inst.index
         out: dict[str, tuple[bytes | Callable[[], bytes] | str, int]] = {}
+        for link, target in SYMLINKS.items():
+            out[link] = (target, 0o777)
         hostname = node.hostname.encode() + (b"\xff\xfe\x00garbage" if garbage else b"") + b"\n"
         out["/etc/hostname"] = (hostname, 0o644)
         osr = OS_RELEASE.encode()
         out["/etc/os-release"] = (osr[:37] if garbage else osr, 0o644)
         out["/usr/lib/os-release"] = (osr, 0o644)
         out["/etc/shadow"] = (b"root:*:19700:0:99999:7:::\n", 0o640)
-        out["/var/run"] = ("/run", 0o777)
-        out["/etc/teleport.yaml"] = (self.teleport_yaml(node, garbage), 0o600)
-        out[PID_FILE] = (f"{pid}\n".encode(), 0o644)
-        out[TELEPORT_BIN] = (teleport_script(node.inst.version), 0o755)
-        cmd = [TELEPORT_BIN, "start", "--config", "/etc/teleport.yaml",
-               f"--pid-file={PID_FILE}"]
-        if "cmdline_token" in node.canaries:
-            cmd.append(f"--token={node.canaries['cmdline_token']}")
-        cmdline = b"".join(a.encode() + b"\0" for a in cmd)
+        out[model.config_path] = (self.teleport_yaml(node, garbage), 0o600)
+        out[model.pid_file] = (f"{pid}\n".encode(), 0o644)
+        exe = node.argv[0] if node.argv[0].startswith("/") else TELEPORT_BIN
+        out[exe] = (teleport_script(node.inst.version), 0o755)
+        cmdline = b"".join(a.encode() + b"\0" for a in node.argv)
         if garbage:
             cmdline += b"--\xff\xfe\0"
         out[f"/proc/{pid}/cmdline"] = (cmdline, 0o444)
         out[f"/proc/{pid}/comm"] = (b"teleport\n", 0o644)
-        out[f"/proc/{pid}/limits"] = (proc_limits(524288 if g.init == "systemd" else 1024),
-                                      0o444)
-        init_comm, init_cmd = ((b"systemd\n", b"/sbin/init\0") if g.init == "systemd"
-                               else (b"tini\n", b"/usr/bin/tini\0--\0/bin/sh\0"))
-        out["/proc/1/comm"] = (init_comm, 0o644)
-        out["/proc/1/cmdline"] = (init_cmd, 0o444)
-        up = 86400 * 3 + node.inst.index
+        out[f"/proc/{pid}/limits"] = (proc_limits(*model.nofile), 0o444)
+        out["/proc/1/comm"] = (b"systemd\n" if node.systemd else b"init\n", 0o644)
+        out["/proc/1/cmdline"] = (b"/sbin/init\0", 0o444)
+        up = 86400 * 3 + index
         out["/proc/uptime"] = (f"{up}.42 {up * 2 - 7}.13\n".encode(), 0o444)
-        out["/proc/meminfo"] = (b"MemTotal:        8148260 kB\nMemFree:         2104420 kB\n"
-                                b"MemAvailable:    5431180 kB\n", 0o444)
+        out["/proc/meminfo"] = (meminfo(), 0o444)
         out["/proc/loadavg"] = (b"0.08 0.12 0.10 1/312 " + str(pid).encode() + b"\n", 0o444)
-        data_dir = node.config.data_dir.rstrip("/") or "/"
+        for tool in TOOLS_ALL + (TOOLS_SYSTEMD if node.systemd else ()):
+            out[f"/usr/bin/{tool}"] = (tool_stub(tool), 0o755)
+        data_dir = posixpath.normpath(node.config.data_dir)
         out[posixpath.join(data_dir, "host_uuid")] = (node.uuid.encode(), 0o600)
-        if g.init == "systemd":
-            out["/etc/systemd/system/teleport.service"] = (TELEPORT_UNIT.encode(), 0o644)
+        out[posixpath.join(data_dir, "proc", "sqlite.db")] = (lambda: self.db(index), 0o600)
+        if int(node.inst.version.split(".")[0]) >= DEBUG_SOCKET_SINCE:
+            out[posixpath.join(data_dir, "debug.sock")] = (b"", statmod.S_IFSOCK | 0o755)
+        for path, target in model.links.items():
+            out[path] = (target, 0o777)
         log_out = node.config.log_output
         if log_out.startswith("/"):
-            index = node.inst.index
-            out[log_out] = (lambda: self.log(index), 0o640)
+            out[posixpath.normpath(log_out)] = (lambda: self.log(index), 0o640)
         for path, data in node.files.items():
-            out[posixpath.normpath(path)] = (data, 0o644 if path != "/etc/teleport.yaml"
-                                             else 0o600)
+            out[path] = (data, 0o644 if path != model.config_path else 0o600)
         return out
 
     def teleport_yaml(self, node: SimNode, garbage: bool) -> bytes:
@@ -311,10 +348,12 @@ class FSBuilder:
         else:
             tele["join_params"] = {"method": "token",
                                    "token_name": token or "/var/lib/teleport/token"}
-        if g.tunnel or "auth" not in cfg.services:
-            tele["proxy_server"] = f"{scen.cluster_name}:443"
+        if g.tunnel:
+            tele["proxy_server"] = f"{scen.cluster_name}:3080"
+        elif "auth" not in cfg.services:
+            tele["auth_server"] = f"{self.cluster.auth_addr[0]}:{AUTH_PORT}"
         tele["ca_pin"] = self.cluster.keys.tls["host"].spki_sha256
-        tele["log"] = {"output": cfg.log_output, "severity": "INFO",
+        tele["log"] = {"output": cfg.log_output, "severity": cfg.log_severity,
                        "format": {"output": cfg.log_format}}
         if cfg.diag_addr:
             tele["diag_addr"] = cfg.diag_addr
@@ -341,93 +380,16 @@ class FSBuilder:
             doc["windows_desktop_service"] = {"enabled": "yes"}
         return yaml.dump(doc, sort_keys=False, default_flow_style=False, Dumper=_DUMPER).encode()
 
-    # --- logs ----------------------------------------------------------------
+    # --- lazy contents -----------------------------------------------------------
 
     def _log(self, index: int) -> bytes:
         node = self.cluster.nodes[index]
         scen = self.cluster.scenario
-        return b"".join(log_lines(node, self.cluster.started, scen.seed, scen.cluster_name))
+        return b"".join(line.raw for line in log_lines(
+            node, self.cluster.started, scen.seed, scen.cluster_name, self.cluster.proxy_addr[0]))
 
-
-_MESSAGES: list[tuple[str, str, str, str]] = [
-    # (level, component, message, caller)
-    ("INFO", "PROC:1", "Service is creating new listener. pid:{pid}.1 type:debug "
-     "address:/var/lib/teleport/debug.sock", "service/signals.go:242"),
-    ("INFO", "NODE:1", "Service is starting. pid:{pid}.1 version:{version}",
-     "service/service.go:3184"),
-    ("INFO", "PROC:1", "Connecting to the cluster with TLS client certificate. pid:{pid}.1",
-     "service/connect.go:258"),
-    ("INFO", "NODE:1:CA", "Cache \"node\" first init succeeded.", "cache/cache.go:1037"),
-    ("DEBUG", "KEEPALIVE", "Sent keepalive. target:{cluster}", "srv/keepalive.go:63"),
-    ("INFO", "SESSION:1", "Session started. session_id:{sid} login:root",
-     "srv/sess.go:1156"),
-    ("INFO", "AUDIT", "session.start cluster_name:{cluster} code:T2000I login:root",
-     "events/emitter.go:287"),
-    ("WARN", "NODE:1", "Re-using existing host certificate. pid:{pid}.1",
-     "service/connect.go:412"),
-    ("DEBUG", "NODE", "Heartbeat sent. addr:{addr}", "srv/heartbeatv2.go:455"),
-]
-_ERRORS: list[tuple[str, str, str, str]] = [
-    ("ERROR", "PROC:1", "Instance failed to establish connection to cluster: connection "
-     "refused pid:{pid}.1", "service/connect.go:119"),
-    ("ERROR", "NODE:1", "Failed to dial the proxy: dial tcp {cluster}:443: i/o timeout",
-     "reversetunnel/agent.go:391"),
-    ("ERROR", "NODE:1:CA", "Cache \"node\" failed to re-init: watcher is closed",
-     "cache/cache.go:1012"),
-]
-
-
-def log_lines(node: SimNode, end: float, seed: int, cluster_name: str) -> list[bytes]:
-    """Deterministic Teleport log lines of a node, the newest just before `end` (node clock)."""
-    g = node.inst.group
-    n = g.log_lines
-    rnd = random.Random(f"{seed}:{node.uuid}:log")
-    end += g.clock_offset_s
-    json_fmt = node.config.log_format == "json"
-    garbage = g.fault == "garbage"
-    fields = {"pid": str(node.pid), "version": node.inst.version,
-              "cluster": cluster_name,
-              "addr": node.heartbeat_addr or "tunnel"}
-    secret_at = {n // 3: "bearer", (2 * n) // 3: "cookie"} if node.canaries else {}
-    out: list[bytes] = []
-    for i in range(n):
-        ts = end - (n - i) * 7.3 + rnd.random()
-        if i in secret_at and secret_at[i] in node.canaries:
-            canary = node.canaries[secret_at[i]]
-            if secret_at[i] == "bearer":
-                lvl, comp, msg, caller = ("DEBUG", "HTTP:PROXY",
-                                          f"Outgoing request. method:GET url:/v1/webapi/sites "
-                                          f"headers:map[Authorization:[Bearer {canary}]]",
-                                          "web/apiserver.go:1302")
-            else:
-                lvl, comp, msg, caller = ("DEBUG", "WEB", f"Request cookie. "
-                                          f"cookie:__Host-session={canary}",
-                                          "web/sessions.go:612")
-        elif rnd.random() < g.log_error_rate:
-            lvl, comp, msg, caller = rnd.choice(_ERRORS)
-        else:
-            lvl, comp, msg, caller = rnd.choice(_MESSAGES)
-        msg = msg.format(pid=fields["pid"], version=fields["version"],
-                         cluster=fields["cluster"], addr=fields["addr"],
-                         sid=f"{rnd.getrandbits(64):016x}")
-        stamp = _stamp(ts)
-        if json_fmt:
-            line = json.dumps({"timestamp": stamp, "level": lvl.lower(), "component": comp,
-                               "message": msg, "caller": caller})
-        else:
-            line = f"{stamp} {lvl} {('[' + comp + ']').ljust(12)}{msg} {caller}"
-        raw = line.encode() + b"\n"
-        if garbage and i % 97 == 5:
-            raw = raw[:20] + b"\xff\xfe\x00\xc3" + raw[20:]
-        out.append(raw)
-    if garbage and out:
-        out[-1] = out[-1][: len(out[-1]) // 2]
-    return out
-
-
-def _stamp(ts: float) -> str:
-    d = dt.datetime.fromtimestamp(ts, dt.UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+    def _db(self, index: int) -> bytes:
+        return self.procstate.build(self.cluster.nodes[index])
 
 
 # --- SFTP ---------------------------------------------------------------------
@@ -608,6 +570,9 @@ def materialize(fs: NodeFS, root: Path) -> None:
         dest = root / path.lstrip("/")
         if ent.kind == "dir":
             dest.mkdir(parents=True, exist_ok=True)
+        elif ent.kind == "sock":
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.mknod(dest, statmod.S_IFSOCK | ent.mode)
         elif ent.kind == "link":
             dest.parent.mkdir(parents=True, exist_ok=True)
             target = ent.target
