@@ -49,12 +49,13 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--rtt-ms", type=int, default=50)
+    ap.add_argument("--init", default="plain", choices=["plain", "systemd"])
     args = ap.parse_args()
     n, c = args.nodes, args.concurrency
     with tempfile.TemporaryDirectory(prefix="tpdump-bench-") as tmp_s:
         tmp = Path(tmp_s)
         scenario = {"cluster_name": "bench.example.com", "teleport_version": "17.4.2",
-                    "seed": 1, "groups": [{"name": "web", "count": n, "services": ["node"],
+                    "seed": 1, "groups": [{"name": "web", "count": n, "services": ["node"], "init": args.init,
                                            "rtt_ms": args.rtt_ms}],
                     "secrets": {"plant": True}}
         (tmp / "scenario.yaml").write_text(yaml.safe_dump(scenario))

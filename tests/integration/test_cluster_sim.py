@@ -35,7 +35,7 @@ FAULT_CODES = {
     "drop_mid": "TPD205",
     "bad_hostkey": "TPD203",
 }
-FAST = ["--connect-timeout", "3", "--node-timeout", "10", "--item-timeout", "4",
+FAST = ["--connect-timeout", "3", "--node-timeout", "20", "--item-timeout", "8",
         "--max-output", "256KiB"]
 
 

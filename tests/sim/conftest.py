@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from simharness import EXTRA_OBJECTS, MAIN_SCENARIO, Sim, start_sim, stop_sim
+from simharness import (
+    EXTRA_OBJECTS,
+    MAIN_SCENARIO,
+    NODE_SCENARIO,
+    OVERRIDE,
+    SYSLOG_YAML,
+    Sim,
+    start_sim,
+    stop_sim,
+)
 
 
 @pytest.fixture
@@ -32,6 +41,17 @@ def old_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
         auth: {inventory: false, fault: slow, delay_s: 0.3, ca_expiry_days: -5}
         groups: [{name: n, count: 2}]
     """)
+    try:
+        yield sim
+    finally:
+        stop_sim(sim)
+
+
+@pytest.fixture(scope="session")
+def node_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+    """Nodes with unit files, drop-ins, the updater timer, diag, debug sockets and faults."""
+    sim = start_sim(tmp_path_factory.mktemp("nodes"), NODE_SCENARIO,
+                    {"override.conf": OVERRIDE, "syslog.yaml": SYSLOG_YAML})
     try:
         yield sim
     finally:

@@ -15,6 +15,66 @@ import yaml
 from tpdump.sim.cli import start_in_subprocess
 
 PROBE = (Path(__file__).resolve().parents[2] / "tpdump" / "collectors" / "probe.sh").read_text()
+UNITS = Path(__file__).resolve().parents[1] / "data" / "teleport" / "systemd"
+AUTH_UNIT = UNITS / "gravitational-teleport__examples__systemd__production__auth__teleport.service"
+UPDATE_SERVICE = (UNITS / "gravitational-teleport__lib__autoupdate__agent__testdata__"
+                  "teleport-update.service.golden")
+UPDATE_TIMER = (UNITS / "gravitational-teleport__lib__autoupdate__agent__testdata__"
+                "teleport-update.timer.golden")
+OVERRIDE = "[Service]\nLimitNOFILE=65536\nEnvironment=TELEPORT_UNSTABLE_X=1\n"
+SYSLOG_YAML = """version: v3
+teleport:
+  nodename: ignored
+  data_dir: /var/lib/teleport
+  diag_addr: 0.0.0.0:3001
+  log:
+    output: syslog
+    severity: DEBUG
+ssh_service:
+  enabled: yes
+proxy_service:
+  enabled: no
+auth_service:
+  enabled: no
+"""
+
+# Nodes for the per-node items of issue 3 (systemd, journald, diag, debug socket, ...).
+NODE_SCENARIO = f"""
+cluster_name: nodes.example.com
+teleport_version: "17.4.2"
+seed: 5
+groups:
+  - name: auth
+    count: 1
+    services: [auth, node]
+    log_lines: 120
+    files:
+      /etc/systemd/system/teleport.service: {AUTH_UNIT}
+  - name: web
+    count: 2
+    diag: true
+    readyz: degraded
+    log_lines: 400
+    files:
+      /etc/systemd/system/teleport.service.d/override.conf: override.conf
+      /etc/systemd/system/teleport-update.service: {UPDATE_SERVICE}
+      /etc/systemd/system/teleport-update.timer: {UPDATE_TIMER}
+  - {{name: edge, count: 1, tunnel: true, diag: true, readyz: starting, log_format: json,
+      log_lines: 300, version: "16.4.9"}}
+  - {{name: proxy, count: 1, services: [proxy, node], diag: true, log_lines: 50}}
+  - {{name: plain, count: 1, init: plain, log_format: json, log_lines: 250}}
+  - name: sys
+    count: 1
+    log_lines: 200
+    log_error_rate: 0.3
+    files:
+      /etc/teleport.yaml: syslog.yaml
+  - {{name: hang, count: 1, fault: hang, diag: true}}
+  - {{name: slow, count: 1, fault: slow, delay_s: 0.4, diag: true, log_lines: 20}}
+  - {{name: garbage, count: 1, fault: garbage, diag: true, log_lines: 30}}
+secrets:
+  plant: true
+"""
 
 MAIN_SCENARIO = """
 cluster_name: acme.example.com

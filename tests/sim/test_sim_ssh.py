@@ -7,6 +7,7 @@ import os
 import posixpath
 import secrets
 import shlex
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -107,6 +108,9 @@ async def mirror(sftp: asyncssh.SFTPClient, path: str, dest: Path) -> None:
         elif stat.S_ISDIR(mode):
             target.mkdir(parents=True, exist_ok=True)
             await mirror(sftp, src, dest)
+        elif stat.S_ISSOCK(mode):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.mknod(target, mode)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -117,25 +121,54 @@ async def mirror(sftp: asyncssh.SFTPClient, path: str, dest: Path) -> None:
             target.chmod(stat.S_IMODE(mode))
 
 
-@pytest.mark.parametrize("hostname", ["web-1", "db-1", "garbage-1"])
+# What probe.sh itself runs; none of the tools it reports (journalctl ... ionice).
+HOST_UTILS = ("head", "tr", "grep", "date", "uname", "timeout", "hostname")
+
+
+def probe_path(tmp: Path, root: Path) -> str:
+    """PATH for real sh on a materialised node: the probe's own utilities from this host,
+    then the node's PATH directories under `root` (so `command -v` sees the node's tools)."""
+    tools = tmp / "hostbin"
+    tools.mkdir(exist_ok=True)
+    for name in HOST_UTILS:
+        found = shutil.which(name)
+        assert found, name
+        if not (tools / name).exists():
+            os.symlink(found, tools / name)
+    node_dirs = [f"{root}{d}" for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
+                                        "/usr/bin", "/sbin", "/bin")]
+    return ":".join([str(tools), *node_dirs])
+
+
+@pytest.mark.parametrize("hostname", ["web-1", "db-1", "garbage-1", "auth-1"])
 async def test_probe_matches_real_sh(main_sim: Sim, tmp_path: Path, hostname: str) -> None:
-    """The simulated probe answer equals real /bin/sh on the node's files (bar uname/date)."""
+    """The simulated probe answer equals real /bin/sh on the node's files (bar uname/date),
+    including the v2 sections limits, init, tools, uptime and meminfo."""
+    root = tmp_path / "root"
+    root.mkdir()
     async with await proxy_conn(main_sim) as proxy, \
             await node_conn(main_sim, proxy, hostname) as conn:
         async with conn.start_sftp_client() as sftp:
-            await mirror(sftp, "/", tmp_path)
+            await mirror(sftp, "/", root)
         boundary = secrets.token_hex(16)
         cmd = "/bin/sh -c " + shlex.quote(probe_text(boundary))
         sim_out = (await conn.run(cmd, encoding=None, check=True)).stdout
     assert isinstance(sim_out, bytes)
-    text = probe_text(boundary, str(tmp_path))
+    text = probe_text(boundary, str(root))
     real = await anyio.run_process(["/bin/sh", "-c", text], check=False,
-                                   env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+                                   env={"PATH": probe_path(tmp_path, root), "LC_ALL": "C"})
     want, got = sections(real.stdout, boundary), sections(sim_out, boundary)
     for name in ("uname", "date"):
         assert got.pop(name) and want.pop(name)
     assert got == want
+    assert real.stdout.count(b" limits ") == sim_out.count(b" limits ")
     assert any(k.startswith("cmdline ") for k in got) and got["version"].startswith(b"Teleport")
+    assert any(k.startswith("limits ") for k in got)
+    systemd = main_sim.inst(hostname)["init"] == "systemd"
+    assert got["init"] == (b"systemd\n" if systemd else b"init\n")
+    tools = ["journalctl", "systemctl"] if systemd else []
+    assert got["tools"].decode().split() == [*tools, "ss", "df", "nice", "ionice"]
+    assert got["uptime"] and got["meminfo"].startswith(b"MemTotal:")
 
 
 async def test_refused_node_fails_channel_open(main_sim: Sim) -> None:

@@ -65,3 +65,11 @@ def test_process_state_rejects_garbage() -> None:
     """A file that is not SQLite is an error, not a crash."""
     with pytest.raises(ValueError):
         dump_process_state(b"\x00garbage" * 100, Redactor())
+
+
+def test_newest_last_restores_time_order() -> None:
+    """A newest-first journal listing comes back oldest first; a cut line is dropped."""
+    from tpdump.collectors.node import newest_last
+
+    assert newest_last(b"c\nb\na\n", False) == b"a\nb\nc\n"
+    assert newest_last(b"c\nb\na-cut", True) == b"b\nc\n"

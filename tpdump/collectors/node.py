@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import secrets
 import shlex
 import time
@@ -35,7 +34,6 @@ PROBE_SCRIPT = resources.files("tpdump.collectors").joinpath("probe.sh").read_te
 DEFAULT_CONFIG = "/etc/teleport.yaml"
 DEFAULT_DATA_DIR = "/var/lib/teleport"
 _LOG_TARGETS = {"stderr", "stdout", "syslog", "", "2", "1"}
-_TUNNEL_WORDS = re.compile(r"(?i)reverse.?tunnel|tunnel|proxy.?peer|agentpool|discover.*proxy")
 # systemd's unit search path, most specific first.
 _UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
               "/usr/lib/systemd/system", "/lib/systemd/system")
@@ -149,6 +147,16 @@ def parse_connections(text: str, pids: set[str]) -> list[dict[str, Any]]:
         role = _PORT_ROLES.get(hp[1], "") if hp else ""
         out.append({"local": local, "peer": peer, "role": role})
     return out
+
+
+def newest_last(data: bytes, truncated: bool) -> bytes:
+    """Lines of a newest-first listing in time order (a cut last line is dropped)."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif truncated and lines:
+        lines.pop()  # cut mid-line by the byte cap
+    return b"".join(line + b"\n" for line in reversed(lines))
 
 
 def parse_limits(text: str) -> dict[str, str]:
@@ -520,12 +528,16 @@ class NodeCollector:
         since = int(now - self.settings.log_window_h * 3600)
         where = [f"--root={self.root}"] if self.root else []
         base = ["journalctl", *where, "--no-pager", "-u", "teleport.service"]
-        bounds = ["--since", f"@{since}", "-n", str(self.settings.log_lines)]
+        # Newest first (-r), so that -n and the byte cap keep the newest entries and
+        # journalctl stops early; put back in time order here.
+        bounds = ["--since", f"@{since}", "-r", "-n", str(self.settings.log_lines)]
         cap = self.settings.log_bytes
 
         async def one(fmt: str, path: str) -> None:
             t0 = time.monotonic()
-            ran = await self.host.run([*base, "-o", fmt, *bounds], cap, keep_tail=True)
+            ran = await self.host.run([*base, "-o", fmt, *bounds], cap)
+            ran = Exec(newest_last(ran.stdout, ran.truncated), ran.stderr, ran.exit_status,
+                       ran.truncated)
             if ran.exit_status not in (0, None):
                 raise ItemError(failure("TPD209", f"journalctl exit {ran.exit_status}: "
                                         f"{ran.stderr.decode('utf-8', 'replace')[:300]}"))
@@ -556,9 +568,19 @@ class NodeCollector:
         self.keep_tunnel_lines(clean)
 
     def keep_tunnel_lines(self, data: bytes) -> None:
-        lines = [line for line in data.decode("utf-8", "replace").splitlines()
-                 if _TUNNEL_WORDS.search(line)]
-        self.log_tail = lines[-50:]
+        """The newest log lines about reverse tunnels (for tunnel.json)."""
+        low = data.lower()
+        found: list[str] = []
+        end = len(data)
+        while len(found) < 50:
+            i = low.rfind(b"tunnel", 0, end)
+            if i < 0:
+                break
+            start = data.rfind(b"\n", 0, i) + 1
+            stop = data.find(b"\n", i)
+            found.append(data[start:len(data) if stop < 0 else stop].decode("utf-8", "replace"))
+            end = start
+        self.log_tail = found[::-1]
 
     def diag_target(self) -> tuple[str, int] | None:
         addr = (diag_addr_from(self.argv[0]) if self.argv else None) or \
