@@ -33,6 +33,12 @@ def run(cmd: list[str]) -> tuple[int, float, float, int]:
     return proc.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
 
 
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def report_of(out: Path) -> dict:
     archive = sorted(out.glob("*.tar.gz"))[-1]
     with tarfile.open(archive) as tar:
@@ -55,8 +61,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tpdump-bench-") as tmp_s:
         tmp = Path(tmp_s)
         scenario = {"cluster_name": "bench.example.com", "teleport_version": "17.4.2",
-                    "seed": 1, "groups": [{"name": "web", "count": n, "services": ["node"], "init": args.init,
-                                           "rtt_ms": args.rtt_ms}],
+                    "seed": 1, "groups": [{"name": "web", "count": n, "services": ["node"],
+                                           "init": args.init, "rtt_ms": args.rtt_ms}],
                     "secrets": {"plant": True}}
         (tmp / "scenario.yaml").write_text(yaml.safe_dump(scenario))
         t0 = time.monotonic()
@@ -73,7 +79,9 @@ def main() -> int:
                                         f"{tmp}/one{i}/"])
                 t1s.append(report_of(tmp / f"one{i}")["node_results"][0]["seconds"])
             t1 = min(t1s)
+            sim_cpu0 = _cpu_of(sim.pid)
             rc, wall, cpu, rss = run([*base, "--concurrency", str(c), "-o", f"{tmp}/all/"])
+            sim_cpu = _cpu_of(sim.pid) - sim_cpu0
             full = report_of(tmp / "all")
             archive = sorted((tmp / "all").glob("*.tar.gz"))[-1]
             size = archive.stat().st_size
@@ -92,6 +100,7 @@ def main() -> int:
         "report_seconds": node_phase,
         "nodes_ok": ok, "exit": rc,
         "coordinator_cpu_ms_per_node": round(cpu * 1000 / n, 2),
+        "simulator_cpu_ms_per_node": round(sim_cpu * 1000 / n, 2),
         "peak_rss_mb": round(rss / 1e6, 1),
         "archive_mb": round(size / 1e6, 2),
         "archive_mb_per_s": round(size / 1e6 / wall, 2),

@@ -26,7 +26,8 @@ def items(tmp_path_factory: pytest.TempPathFactory) -> Any:
     (tmp / "real").mkdir()
     (tmp / "real" / "override.conf").write_text(DROPIN)
     for name in ("teleport-update.service", "teleport-update.timer"):
-        src = DATA / f"systemd/gravitational-teleport__lib__autoupdate__agent__testdata__{name}.golden"
+        src = DATA / ("systemd/gravitational-teleport__lib__autoupdate__agent__testdata__"
+                      f"{name}.golden")
         (tmp / "real" / name).write_text(src.read_text())
     (tmp / "real" / "auth.service").write_text((DATA / AUTH_UNIT).read_text())
     groups = [

@@ -552,3 +552,31 @@ async def test_faults_on_forwarding(node_sim: Sim) -> None:
     assert raw.startswith(b"HTTP/1.1 200 OK") and b"\xff\xfe\x00" in raw
     assert not raw.endswith(b"0\r\n\r\n")
     assert b"\xff\xfe" in (st.stdout or b"")
+
+
+def test_find_printf_matches_gnu_find(tmp_path: Path) -> None:
+    """The simulated `find DIR -maxdepth N -printf` lists what real GNU find lists on the
+    node's materialised files (same types, sizes and paths)."""
+    import subprocess
+
+    from tpdump.sim.cluster import SimCluster
+    from tpdump.sim.scenario import load_scenario
+    from tpdump.sim.shell import ExecResult, run_command
+    from tpdump.sim.vfs import FSBuilder, materialize
+
+    scen = tmp_path / "s.yaml"
+    scen.write_text("groups: [{name: a, count: 1, services: [node]}]\n")
+    cluster = SimCluster(load_scenario(scen), net=249)
+    node = cluster.nodes[0]
+    fs = FSBuilder(cluster).fs(node)
+    tmp_path = tmp_path / "root"
+    got = run_command("find /var/lib/teleport -maxdepth 5 -printf '%y %s %p\\n'", fs, node,
+                      0.0, cluster)
+    materialize(fs, tmp_path)
+    real = subprocess.run(["find", f"{tmp_path}/var/lib/teleport", "-maxdepth", "5",
+                           "-printf", "%y %s %p\\n"], capture_output=True, text=True, check=True)
+    want = sorted(line.replace(str(tmp_path), "", 1) for line in real.stdout.splitlines()
+                  if not line.startswith("d "))
+    have = sorted(line for line in got.stdout.decode().splitlines() if not line.startswith("d "))
+    assert isinstance(got, ExecResult)
+    assert have == want and have

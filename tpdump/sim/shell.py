@@ -17,7 +17,7 @@ from tpdump.sim.cluster import SimCluster, SimNode
 from tpdump.sim.diag import garble
 from tpdump.sim.hostcmds import connections, df_output, df_row, ss_output
 from tpdump.sim.systemctl import Systemctl
-from tpdump.sim.vfs import FSError, NodeFS, parse_teleport_script
+from tpdump.sim.vfs import Entry, FSError, NodeFS, parse_teleport_script
 
 PROBE_MARK = "# tpdump-probe v2"
 PROBE_TOOLS = ("journalctl", "systemctl", "ss", "df", "nice", "ionice")
@@ -163,6 +163,8 @@ def _simple(argv: list[str], base: str, path: str, fs: NodeFS, node: SimNode, no
         return _ss(argv[1:], node, cluster)
     if base == "df":
         return _df(argv[1:], fs, node)
+    if base == "find":
+        return _find_cmd(argv[1:], fs)
     if base == "true":
         return ExecResult()
     if base == "false":
@@ -360,3 +362,37 @@ def run_probe(script: str, fs: NodeFS, node: SimNode, now: float) -> bytes:
     out.extend(f"{secs}.{int((clock - secs) * 1e9):09d}\n".encode())
     sec(b"end")
     return bytes(out)
+
+
+def _find_cmd(args: list[str], fs: NodeFS) -> ExecResult:
+    """GNU find for the one form tpdump uses: `find DIR -maxdepth N -printf FORMAT` with
+    %y %s %T@ %p and \\n; depth-first, children in directory order."""
+    if len(args) != 5 or args[1] != "-maxdepth" or args[3] != "-printf":
+        return ExecResult(stderr=b"find: unsupported arguments in the simulator\n", code=1)
+    root, fmt = args[0], args[4]
+    try:
+        maxdepth = int(args[2])
+        start, entry = fs.lookup(root, follow=True)
+    except ValueError:
+        return ExecResult(stderr=f"find: invalid argument `{args[2]}'\n".encode(), code=1)
+    except OSError:
+        return ExecResult(stderr=f"find: '{root}': No such file or directory\n".encode(),
+                          code=1)
+    types = {"file": "f", "dir": "d", "link": "l", "sock": "s"}
+    out: list[str] = []
+
+    def emit(path: str, ent: Entry, shown: str, depth: int) -> None:
+        attrs = ent.attrs()
+        line = (fmt.replace("%y", types.get(ent.kind, "f")).replace("%s", str(attrs.size))
+                .replace("%T@", f"{ent.mtime:.10f}").replace("%p", shown)
+                .replace("\\n", "\n"))
+        out.append(line)
+        if ent.kind == "dir" and depth < maxdepth:
+            for child in ent.children:
+                child_path = posixpath.join(path, child)
+                child_ent = fs.entries.get(child_path)
+                if child_ent is not None:
+                    emit(child_path, child_ent, posixpath.join(shown, child), depth + 1)
+
+    emit(start, entry, root.rstrip("/") or "/", 0)
+    return ExecResult(stdout="".join(out).encode())

@@ -40,7 +40,7 @@ LOG_CACHE = 256
 DB_CACHE = 256
 MAX_LINK_DEPTH = 40
 DEBUG_SOCKET_SINCE = 16  # Teleport major that added the debug service socket (approximate)
-TOOLS_ALL = ("ss", "df", "nice", "ionice")
+TOOLS_ALL = ("ss", "df", "nice", "ionice", "find")
 TOOLS_SYSTEMD = ("journalctl", "systemctl")
 
 MEMINFO = [("MemTotal", 8148260), ("MemFree", 2104420), ("MemAvailable", 5431180),
