@@ -657,11 +657,19 @@ class NodeCollector:
                          source=f"listing: {self.data_dir}", truncated=cut, started=started)
 
     async def find(self, path: str, limit: int, depth: int) -> list[DirEntry] | None:
+        """The listing by one GNU `find -printf`, or None when that does not work here."""
         if self.root:
             return None
-        ran = await self.host.run(["find", path, "-maxdepth", str(depth), "-printf",
-                                   "%y %s %T@ %p\\n"], 200 * limit)
-        if ran.exit_status != 0 and not ran.truncated:
+        ran = None
+        # Half the item's time at most: if commands hang on this node, the SFTP listing
+        # still gets the other half.
+        with anyio.move_on_after(self.settings.item_timeout / 2):
+            try:
+                ran = await self.host.run(["find", path, "-maxdepth", str(depth), "-printf",
+                                           "%y %s %T@ %p\\n"], 200 * limit)
+            except ItemError:
+                return None
+        if ran is None or (ran.exit_status != 0 and not ran.truncated):
             return None
         kinds = {"f": "file", "d": "dir", "l": "link", "s": "socket"}
         out: list[DirEntry] = []
