@@ -134,6 +134,15 @@ def parse_http(raw: bytes) -> tuple[int, bytes]:
     return status, body
 
 
+def _answer(buf: _Buffer, cap: int) -> HttpAnswer:
+    raw, truncated = buf.value()
+    try:
+        status, body = parse_http(raw)
+    except ValueError as exc:
+        raise ItemError(failure("TPD209", str(exc))) from exc
+    return HttpAnswer(status, body[:cap], truncated or len(body) > cap)
+
+
 def _request(host: str, path: str) -> bytes:
     return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tpdump\r\n"
             "Accept: */*\r\nConnection: close\r\n\r\n").encode()
@@ -279,12 +288,7 @@ class SSHHost:
             raise ItemError(classify(exc)) from exc
         finally:
             writer.close()
-        raw, truncated = buf.value()
-        try:
-            status, body = parse_http(raw)
-        except ValueError as exc:
-            raise ItemError(failure("TPD209", str(exc))) from exc
-        return HttpAnswer(status, body[:cap], truncated or len(body) > cap)
+        return _answer(buf, cap)
 
     def close(self) -> None:
         if self.sftp is not None:
@@ -495,12 +499,7 @@ class LocalHost:
                         break
             except (anyio.EndOfStream, anyio.BrokenResourceError):
                 pass
-        raw, truncated = buf.value()
-        try:
-            status, body = parse_http(raw)
-        except ValueError as exc:
-            raise ItemError(failure("TPD209", str(exc))) from exc
-        return HttpAnswer(status, body[:cap], truncated or len(body) > cap)
+        return _answer(buf, cap)
 
     def close(self) -> None:
         return None
