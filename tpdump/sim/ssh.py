@@ -366,7 +366,7 @@ class SSHCluster:
             host, port, server_factory=lambda: ProxyServer(self.cluster),
             server_host_keys=[(keys.host_key, proxy_cert)],
             authorized_client_keys=self._user_ca_keys, allow_scp=False,
-            agent_forwarding=False, encoding=None, encryption_algs=CIPHERS)
+            agent_forwarding=False, encoding=None, encryption_algs=CIPHERS, gss_host=None)
         for node in self.cluster.nodes:
             if not node.has_ssh or node.external or node.fault == "refused":
                 continue
@@ -432,7 +432,8 @@ class SSHCluster:
                 authorized_client_keys=(self._rogue_ca_keys if node.fault == "auth_denied"
                                         else self._user_ca_keys),
                 process_factory=process, sftp_factory=sftp_factory, allow_scp=False,
-                agent_forwarding=False, encoding=None, encryption_algs=CIPHERS)
+                agent_forwarding=False, encoding=None, encryption_algs=CIPHERS,
+                gss_host=None)  # else asyncssh resolves this host's FQDN for every node
             self._options[idx] = opts
         return opts
 

@@ -11,6 +11,7 @@ import functools
 import os
 import posixpath
 import stat as statmod
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,10 @@ def parse_teleport_script(data: bytes) -> str | None:
     return None
 
 
+_GENERATED: OrderedDict[int, tuple[Entry, bytes]] = OrderedDict()
+_GENERATED_KEEP = 512
+
+
 @dataclass
 class Entry:
     """A file, directory, symlink or socket of a node file system."""
@@ -147,7 +152,20 @@ class Entry:
     children: list[str] = field(default_factory=list)
 
     def content(self) -> bytes:
-        return self.data() if callable(self.data) else self.data
+        if not callable(self.data):
+            return self.data
+        # Generated files (logs, databases) are made on demand; a stat, an open and the
+        # reads of one file must not make it three times, so keep the last few.
+        key = id(self)
+        cached = _GENERATED.get(key)
+        if cached is not None and cached[0] is self:
+            _GENERATED.move_to_end(key)
+            return cached[1]
+        data = self.data()
+        _GENERATED[key] = (self, data)
+        while len(_GENERATED) > _GENERATED_KEEP:
+            _GENERATED.popitem(last=False)
+        return data
 
     def attrs(self) -> asyncssh.SFTPAttrs:
         ftype = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "link": statmod.S_IFLNK,
