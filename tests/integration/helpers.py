@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tpdump.sim.cli import start_in_subprocess
 
 
