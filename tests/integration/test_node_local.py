@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 from tests.integration.helpers import find_archive, read_archive, tpdump_cmd
@@ -29,8 +30,10 @@ def make_sysroot(root: Path) -> None:
     data = root / "var/lib/teleport"
     (data / "proc").mkdir(parents=True)
     (data / "host_uuid").write_text(UUID + "\n")
+    now = time.time()
+    stamp = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600 + i)) for i in range(500)]
     (data / "teleport.log").write_text("".join(
-        f"2026-11-26T10:00:{i % 60:02d}Z INFO [NODE] line {i} "
+        f"{stamp[i]} INFO [NODE] line {i} "
         f"{'Authorization: Bearer sysrootCANARYbearer' if i == 5 else 'ok'}\n"
         for i in range(500)))
     db = sqlite3.connect(data / "proc/sqlite.db")

@@ -73,3 +73,24 @@ def test_newest_last_restores_time_order() -> None:
 
     assert newest_last(b"c\nb\na\n", False) == b"a\nb\nc\n"
     assert newest_last(b"c\nb\na-cut", True) == b"b\nc\n"
+
+
+def test_log_window_and_line_bound() -> None:
+    """File logs keep the newest lines within the window (text and JSON stamps); a
+    continuation line goes with its entry; at most max_lines lines, starting at an entry."""
+    from tpdump.collectors.node import line_time, within_window
+
+    base = line_time(b"2026-11-26T10:00:00.000Z INFO x")
+    assert base is not None
+    assert line_time(b'{"timestamp":"2026-11-26T10:00:00Z","level":"info"}') == base
+    assert line_time(b"  continuation") is None
+    log = (b"2026-11-26T08:00:00.000Z INFO old\n"
+           b"  old continuation\n"
+           b"2026-11-26T09:30:00.000Z INFO new-1\n"
+           b"  new continuation\n"
+           b"2026-11-26T09:59:00.000Z INFO new-2\n")
+    kept, cut = within_window(log, base - 3600, 100)
+    assert cut and kept.startswith(b"2026-11-26T09:30") and b"new continuation" in kept
+    kept, cut = within_window(log, base - 10 * 3600, 2)  # starts at an entry, not mid-way
+    assert cut and kept == b"2026-11-26T09:59:00.000Z INFO new-2\n"
+    assert within_window(log, 0, 100) == (log, False)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import shlex
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -157,6 +159,42 @@ def newest_last(data: bytes, truncated: bool) -> bytes:
     elif truncated and lines:
         lines.pop()  # cut mid-line by the byte cap
     return b"".join(line + b"\n" for line in reversed(lines))
+
+
+_STAMP = re.compile(
+    rb'^(?:\{.*?"(?:timestamp|time|ts)"\s*:\s*")?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)')
+
+
+def line_time(line: bytes) -> float | None:
+    """The UTC time at the start of a Teleport log line (text or JSON), if any."""
+    match = _STAMP.match(line[:200])
+    if not match:
+        return None
+    try:
+        stamp = datetime.strptime(match.group(1).decode(), "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=UTC).timestamp()
+
+
+def within_window(data: bytes, since: float, max_lines: int) -> tuple[bytes, bool]:
+    """The newest `max_lines` lines not older than `since` (lines without a time stamp
+    go with the line before them). Returns (data, whether anything was dropped)."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    start = max(0, len(lines) - max_lines)
+    # the first line, from the start of the kept range, whose stamp is in the window
+    for i in range(start, len(lines)):
+        stamp = line_time(lines[i])
+        if stamp is not None:
+            if stamp >= since:
+                start = i
+                break
+            start = i + 1
+    kept = lines[start:]
+    out = b"".join(line + b"\n" for line in kept)
+    return out, start > 0
 
 
 def parse_limits(text: str) -> dict[str, str]:
@@ -560,6 +598,10 @@ class NodeCollector:
         started = time.monotonic()
         path = str(self.facts["log_output"])
         data, truncated = await self.host.read(path, self.settings.log_bytes, tail=True)
+        now = self.remote_now or time.time()
+        data, cut = within_window(data, now - self.settings.log_window_h * 3600,
+                                  self.settings.log_lines)
+        truncated = truncated or cut
         json_log = self.facts.get("log_format") == "json" or data[:1] == b"{"
         clean = self.redactor.json_lines(data) if json_log else self.redactor.data(data)
         name = path.rsplit("/", 1)[-1] or "teleport.log"
