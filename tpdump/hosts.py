@@ -65,7 +65,8 @@ class Host(Protocol):
     async def read(self, path: str, cap: int, *, tail: bool = False) -> tuple[bytes, bool]: ...
     async def kind(self, path: str) -> str | None: ...
     async def listdir(self, path: str, max_entries: int, max_depth: int) -> list[DirEntry]: ...
-    async def http_get(self, target: tuple[str, int] | str, path: str, cap: int) -> HttpAnswer:
+    async def http_get(self, target: tuple[str, int] | str, paths: list[str],
+                       cap: int) -> list[HttpAnswer]:
         ...
     def close(self) -> None: ...
 
@@ -108,7 +109,14 @@ class _Buffer:
 
 
 def parse_http(raw: bytes) -> tuple[int, bytes]:
-    """Status and body of an HTTP/1.x response (chunked bodies are de-chunked)."""
+    """Status and body of one HTTP/1.x response (chunked bodies are de-chunked)."""
+    status, body, _ = _parse_one(raw)
+    return status, body
+
+
+def _parse_one(raw: bytes) -> tuple[int, bytes, bytes]:
+    """(status, body, what follows this response) for pipelined answers: the body ends at
+    Content-Length, at the last chunk, or at the end of the data."""
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     try:
@@ -127,25 +135,43 @@ def parse_http(raw: bytes) -> tuple[int, bytes]:
             except ValueError:
                 break
             if size == 0:
+                _, _, rest = rest.partition(b"\r\n")  # the empty trailer
                 break
             out += rest[:size]
             rest = rest[size + 2:]
-        body = bytes(out)
-    return status, body
+        return status, bytes(out), rest
+    length = headers.get(b"content-length")
+    if length is not None and length.isdigit():
+        n = int(length)
+        return status, body[:n], body[n:]
+    return status, body, b""
 
 
-def _answer(buf: _Buffer, cap: int) -> HttpAnswer:
+def _answers(buf: _Buffer, count: int, cap: int) -> list[HttpAnswer]:
+    """Up to `count` pipelined responses from one connection's bytes (a server that
+    closes after one answer gives fewer; none at all is an error)."""
     raw, truncated = buf.value()
-    try:
-        status, body = parse_http(raw)
-    except ValueError as exc:
-        raise ItemError(failure("TPD209", str(exc))) from exc
-    return HttpAnswer(status, body[:cap], truncated or len(body) > cap)
+    out: list[HttpAnswer] = []
+    rest = raw
+    for _ in range(count):
+        if not rest:
+            if out:
+                break
+            raise ItemError(failure("TPD209", "no HTTP answer"))
+        try:
+            status, body, rest = _parse_one(rest)
+        except ValueError as exc:
+            raise ItemError(failure("TPD209", str(exc))) from exc
+        out.append(HttpAnswer(status, body[:cap], len(body) > cap or (truncated and not rest)))
+    return out
 
 
-def _request(host: str, path: str) -> bytes:
-    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tpdump\r\n"
-            "Accept: */*\r\nConnection: close\r\n\r\n").encode()
+def _requests(host: str, paths: list[str]) -> bytes:
+    """Pipelined GETs on one connection; the last asks the server to close."""
+    return b"".join(
+        (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tpdump\r\nAccept: */*\r\n"
+         + ("Connection: close\r\n" if i == len(paths) - 1 else "") + "\r\n").encode()
+        for i, path in enumerate(paths))
 
 
 class SSHHost:
@@ -267,7 +293,8 @@ class SSHHost:
                 break
         return out
 
-    async def http_get(self, target: tuple[str, int] | str, path: str, cap: int) -> HttpAnswer:
+    async def http_get(self, target: tuple[str, int] | str, paths: list[str],
+                       cap: int) -> list[HttpAnswer]:
         try:
             if isinstance(target, str):
                 reader, writer = await self.conn.open_unix_connection(target)
@@ -278,8 +305,8 @@ class SSHHost:
         except (asyncssh.Error, OSError) as exc:
             raise ItemError(classify(exc)) from exc
         try:
-            writer.write(_request(host, path))
-            buf = _Buffer(cap + 64 * 1024, keep_tail=False)
+            writer.write(_requests(host, paths))
+            buf = _Buffer(len(paths) * (cap + 64 * 1024), keep_tail=False)
             while True:
                 chunk = await reader.read(65536)
                 if not chunk or not buf.add(chunk):
@@ -288,7 +315,7 @@ class SSHHost:
             raise ItemError(classify(exc)) from exc
         finally:
             writer.close()
-        return _answer(buf, cap)
+        return _answers(buf, len(paths), cap)
 
     def close(self) -> None:
         if self.sftp is not None:
@@ -479,7 +506,8 @@ class LocalHost:
             raise ItemError(failure("TPD209", f"{path}: no such directory"),
                             missing=True) from exc
 
-    async def http_get(self, target: tuple[str, int] | str, path: str, cap: int) -> HttpAnswer:
+    async def http_get(self, target: tuple[str, int] | str, paths: list[str],
+                       cap: int) -> list[HttpAnswer]:
         try:
             if isinstance(target, str):
                 stream: anyio.abc.ByteStream = await anyio.connect_unix(self.path(target))
@@ -489,9 +517,9 @@ class LocalHost:
                 host = f"{target[0]}:{target[1]}"
         except OSError as exc:
             raise ItemError(classify(exc)) from exc
-        buf = _Buffer(cap + 64 * 1024, keep_tail=False)
+        buf = _Buffer(len(paths) * (cap + 64 * 1024), keep_tail=False)
         async with stream:
-            await stream.send(_request(host, path))
+            await stream.send(_requests(host, paths))
             try:
                 while True:
                     chunk = await stream.receive(65536)
@@ -499,7 +527,7 @@ class LocalHost:
                         break
             except (anyio.EndOfStream, anyio.BrokenResourceError):
                 pass
-        return _answer(buf, cap)
+        return _answers(buf, len(paths), cap)
 
     def close(self) -> None:
         return None

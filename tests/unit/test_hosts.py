@@ -58,3 +58,22 @@ async def test_local_run_caps_output() -> None:
     """A local command's output is capped; the process is stopped."""
     ran = await LocalHost(None).run(["sh", "-c", "yes | head -c 100000"], 1000)
     assert len(ran.stdout) == 1000 and ran.truncated
+
+
+def test_pipelined_answers_are_split() -> None:
+    """Several responses on one connection (Content-Length, chunked, close-delimited)."""
+    from tpdump.hosts import _answers, _requests
+
+    raw = (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+           b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+           b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n{\"x\":1}")
+    buf = _Buffer(10_000, keep_tail=False)
+    buf.add(raw)
+    answers = _answers(buf, 3, 100)
+    assert [(a.status, a.body) for a in answers] == [(200, b"hello"), (200, b"abc"),
+                                                     (503, b'{"x":1}')]
+    reqs = _requests("h:1", ["/a", "/b"]).split(b"\r\n\r\n")
+    assert b"Connection: close" not in reqs[0] and b"Connection: close" in reqs[1]
+    assert len(_answers(buf, 4, 100)) == 3  # fewer than asked: the caller asks again
+    with pytest.raises(ItemError):
+        _answers(_Buffer(10, keep_tail=False), 1, 100)

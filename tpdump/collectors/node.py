@@ -630,25 +630,24 @@ class NodeCollector:
         return split_hostport(addr) if isinstance(addr, str) else None
 
     async def diag(self) -> None:
-        """/metrics, /healthz, /readyz through a forwarded connection to diag_addr."""
+        """/metrics, /healthz, /readyz: pipelined on one forwarded connection to
+        diag_addr."""
         target = self.diag_target()
         assert target is not None
+        started = time.monotonic()
+        paths = {"/metrics": "diag/metrics.txt", "/healthz": "diag/healthz.json",
+                 "/readyz": "diag/readyz.json"}
+        answers = await self.host.http_get(target, list(paths), self.settings.max_output)
+        for path in list(paths)[len(answers):]:  # the server closed after fewer answers
+            answers += await self.host.http_get(target, [path], self.settings.max_output)
         codes: dict[str, int] = {}
-
-        async def one(path: str, out: str) -> None:
-            t0 = time.monotonic()
-            answer = await self.host.http_get(target, path, self.settings.max_output)
+        for (path, out), answer in zip(paths.items(), answers, strict=True):
             codes[path] = answer.status
             body = self.redactor.data(answer.body)
             await self.write(f"diag {path}", out, body, truncated=answer.truncated,
-                             source=f"http: {target[0]}:{target[1]}{path}", started=t0)
+                             source=f"http: {target[0]}:{target[1]}{path}", started=started)
             if path == "/metrics":
                 self.metrics = body
-
-        async with anyio.create_task_group() as tg:
-            for path, out in (("/metrics", "diag/metrics.txt"), ("/healthz", "diag/healthz.json"),
-                              ("/readyz", "diag/readyz.json")):
-                tg.start_soon(self.guarded, f"diag {path}", _bind(one, path, out))
         self.facts["diag"] = {"addr": f"{target[0]}:{target[1]}", "status": codes}
 
     async def debug_socket(self) -> None:
@@ -657,7 +656,7 @@ class NodeCollector:
         path = f"{self.data_dir}/debug.sock"
         if await self.host.kind(path) != "socket":
             raise ItemError(failure("TPD209", f"{path}: not present"), missing=True)
-        answer = await self.host.http_get(path, "/log-level", 64 * 1024)
+        (answer,) = await self.host.http_get(path, ["/log-level"], 64 * 1024)
         await self.write("debug socket", "diag/debug_log_level.txt", answer.body,
                          source=f"http+unix: {path} /log-level", started=started)
         self.facts["debug_log_level"] = answer.body.decode("utf-8", "replace").strip()[:40]
