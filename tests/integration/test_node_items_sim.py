@@ -66,6 +66,11 @@ def test_systemd_units_with_dropins_and_timers(items: Any) -> None:
     assert "ExecStart=/usr/local/bin/teleport start --config /etc/teleport.yaml" in unit
     assert "# /etc/systemd/system/teleport.service.d/override.conf" in unit
     assert "LimitNOFILE=65536" in unit
+    # byte for byte the layout the real systemd of the nspawn lab prints (see
+    # tests/lab/test_nspawn_lab.py::test_tpdump_cluster_dumps_real_systemd_nodes)
+    ref = (DATA / "systemd/gravitational-teleport__examples__systemd__teleport.service")
+    assert unit == (f"# /etc/systemd/system/teleport.service\n{ref.read_text()}\n"
+                    f"# /etc/systemd/system/teleport.service.d/override.conf\n{DROPIN}")
     status = dump.files[f"{base}/teleport.service/teleport.service.status.txt"].decode()
     assert "teleport.service" in status and "Active: active (running)" in status
     assert f"{base}/teleport.service/teleport-update.timer" in dump.files
