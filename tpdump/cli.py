@@ -30,7 +30,8 @@ _VALUE_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("--known-hosts",), "known_hosts", "known_hosts with the cluster host CA "
                                         "(@cert-authority line)"),
     (("--ssh-config",), "ssh_config", "an OpenSSH client config (e.g. `tsh config` output)"),
-    (("--cluster-name",), "cluster_name", "name used for the archive (default: from tctl)"),
+    (("--cluster-name",), "cluster_name", "name used for the archive (default: from tctl "
+                                          "status; for `node`: node-<hostname>)"),
     (("--nodes",), "nodes", "only these nodes: comma-separated globs on hostname or UUID"),
     (("--exclude-nodes",), "exclude_nodes", "skip these nodes (globs on hostname or UUID)"),
     (("--include-kinds",), "include_kinds", "only these tctl kinds (comma-separated)"),
