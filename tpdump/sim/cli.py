@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tpdump.sim.auth import AuthServer
 from tpdump.sim.cluster import NODE_SSH_PORT, SimCluster
+from tpdump.sim.kube import KubeServer
 from tpdump.sim.objects import Objects
 from tpdump.sim.scenario import Scenario, ScenarioError, load_scenario
 from tpdump.sim.ssh import SSHCluster
@@ -95,9 +96,18 @@ async def run(scenario: Scenario, state_dir: Path) -> None:
     fsb = FSBuilder(cluster)
     auth = AuthServer(cluster, objects)
     ssh = SSHCluster(cluster, fsb, state_dir / "journals")
+    # Built before write_state: its canaries (Secrets, pod logs) go into canaries.txt.
+    kube = KubeServer(cluster) if scenario.kube.enabled else None
     try:
         await auth.start()
         await ssh.start()
+        if kube is not None:
+            await kube.start()
+            kubeconfig = state_dir / "kubeconfig"
+            kubeconfig.write_text(kube.kubeconfig())
+            kubeconfig.chmod(0o600)
+        else:
+            (state_dir / "kubeconfig").unlink(missing_ok=True)
         write_state(cluster, state_dir)
         print(f"tpdump sim: {len(cluster.nodes)} instances of {scenario.cluster_name} ready "
               f"(proxy {cluster.proxy_addr[0]}:{cluster.proxy_addr[1]}, state {state_dir})",
@@ -110,6 +120,9 @@ async def run(scenario: Scenario, state_dir: Path) -> None:
             await asyncio.wait_for(ssh.close(), 2)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(auth.close(), 2)
+        if kube is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(kube.close(), 2)
 
 
 def tctl_wrapper(state_dir: Path, auth_addr: str, version: str) -> str:
