@@ -9,6 +9,7 @@
 # * iproute2, util-linux    ip (netns, veth, bridge), unshare, nsenter
 # * passwd, procps          useradd/usermod; pkill (the Teleport unit's ExecReload)
 # * python3                 /usr/bin/python3 runs the Teleport stand-in inside the nodes
+# * kubectl                 the real client the Kubernetes API stand-in is tested with
 #
 # Also adds the host-wide safety route `unreachable 10.200.0.0/16` (the labs' range; the
 # more specific per-lab bridge routes still win) and /run/sshd.
@@ -51,6 +52,17 @@ if [ ${#need[@]} -gt 0 ]; then
     # --no-install-recommends keeps sosreport from pulling a tree of helpers.
     apt-get install -y -qq --no-install-recommends "${avail[@]}" >/dev/null
   fi
+fi
+
+# kubectl (the real client the Kubernetes stand-in is checked with): the image's `kubectl`
+# package where the registry has it, else Debian's kubernetes-client.
+if ! command -v kubectl >/dev/null 2>&1; then
+  apt-get update -qq
+  for pkg in kubectl kubernetes-client; do
+    if apt-cache show "$pkg" >/dev/null 2>&1; then
+      apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null && break
+    fi
+  done
 fi
 
 mkdir -p /run/sshd
