@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 import yaml
 
@@ -326,3 +327,31 @@ def test_status_of_either_layout_is_parsed(tmp_path: Path, version: str) -> None
     assert status["cluster"] == "acme.example.com" and status["version"] == version
     assert status["ca_pins"] and any(a["type"] == "host" for a in status["authorities"])
     assert dump.archive is not None and "tpdump-acme.example.com-" in dump.archive.name
+
+
+def test_ssh_config_instead_of_key_flags(tmp_path: Path) -> None:
+    """--ssh-config (the shape `tsh config` writes: IdentityFile, CertificateFile,
+    UserKnownHostsFile) replaces --ssh-key and --known-hosts."""
+    with simulated(tmp_path, scenario(
+            [{"name": "web", "count": 2, "services": ["node"]}])) as state:
+        config = yaml.safe_load((state / "tpdump.yaml").read_text())
+        key = config.pop("ssh_key")
+        known = config.pop("known_hosts")
+        (state / "ssh_config").write_text(
+            "Host *\n"
+            f'    UserKnownHostsFile "{known}"\n'
+            f'    IdentityFile "{key}"\n'
+            f'    CertificateFile "{key}-cert.pub"\n')
+        config["ssh_config"] = str(state / "ssh_config")
+        (state / "tpdump.yaml").write_text(yaml.safe_dump(config))
+        dump = run_dump(state, tmp_path / "out", *FAST)
+        # the same with a known_hosts that trusts another CA: nothing is trusted
+        rogue = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+        (state / "rogue_known_hosts").write_text(f"@cert-authority * {rogue}")
+        (state / "ssh_config").write_text(
+            (state / "ssh_config").read_text().replace(known, str(state / "rogue_known_hosts")))
+        refused = run_dump(state, tmp_path / "out2", *FAST)
+    assert dump.returncode == 0, dump.stdout + dump.stderr
+    assert all(n["status"] == "ok" for n in dump.report["node_results"])
+    assert refused.returncode == 1
+    assert {n["code"] for n in refused.report["node_results"]} == {"TPD203"}
