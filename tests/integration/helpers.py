@@ -98,3 +98,17 @@ def run_dump(state: Path, out_dir: Path, *extra: str, timeout: float = 120) -> D
 def instances(state: Path) -> list[dict[str, Any]]:
     data: list[dict[str, Any]] = json.loads((state / "instances.json").read_text())
     return data
+
+
+def dump_lab(lab: Any, tmp: Path, *extra: str) -> Dump:
+    """`tpdump cluster` against a lab's real nodes: the simulator serves only tctl, with
+    heartbeats that point at the lab's addresses; SSH goes through the lab's jump host."""
+    scenario = {
+        "cluster_name": lab.cluster_name, "teleport_version": "17.4.2", "seed": 3,
+        "groups": [{"name": "lab", "count": len(lab.nodes), "services": ["node"],
+                    "external_addrs": [n.addr for n in lab.nodes]}],
+    }
+    with simulated(tmp / "sim", scenario) as state:
+        return run_dump(state, tmp / "out", "--proxy", lab.proxy, "--ssh-user", lab.login,
+                        "--ssh-key", str(lab.key_path), "--known-hosts",
+                        str(lab.known_hosts), *extra)

@@ -149,6 +149,7 @@ from .sshd import (
     _sshd_config,
     _stop_procs,
     _tail,
+    require,
 )
 
 __all__ = [
@@ -214,17 +215,8 @@ def missing_requirements() -> list[str]:
 
 
 def require_nspawn_lab() -> None:
-    """In a pytest test or fixture: fail under ``CI=true``, else skip, when this
-    machine cannot run the nspawn lab (``.ci/lab-setup.sh`` installs what it needs)."""
-    import pytest
-
-    why = missing_requirements()
-    if not why:
-        return
-    reason = "nspawn lab unavailable: " + "; ".join(why)
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason + " (CI=true: the lab is required)", pytrace=False)
-    pytest.skip(reason)
+    """Fail under ``CI=true``, else skip, when the nspawn lab cannot run here."""
+    require("nspawn lab", missing_requirements())
 
 
 # ------------------------------------------------------------------------ model

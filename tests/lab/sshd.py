@@ -139,18 +139,22 @@ def missing_requirements() -> list[str]:
     return why
 
 
-def require_lab() -> None:
-    """In a pytest test or fixture: fail under ``CI=true``, else skip, when this
-    machine cannot run the lab (no root, sshd, unshare, ...)."""
+def require(lab: str, why: list[str]) -> None:
+    """In a pytest test or fixture: fail under ``CI=true``, else skip, when `why` lists
+    what this machine lacks for `lab` (``.ci/lab-setup.sh`` installs it)."""
     import pytest
 
-    why = missing_requirements()
     if not why:
         return
-    reason = "sshd lab unavailable: " + "; ".join(why)
+    reason = f"{lab} unavailable: " + "; ".join(why)
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason + " (CI=true: the lab is required)", pytrace=False)
     pytest.skip(reason)
+
+
+def require_lab() -> None:
+    """Fail under ``CI=true``, else skip, when the sshd lab cannot run here."""
+    require("sshd lab", missing_requirements())
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.integration.helpers import run_dump, simulated
+from tests.integration.helpers import dump_lab
 
 from .sshd import Lab
 
@@ -20,18 +19,7 @@ def test_cluster_dump_of_real_sshd_nodes(sshd_lab: Lab, tmp_path: Path) -> None:
     """Every real node is dumped through the real jump host with certificates: its own
     teleport.yaml (token stripped), the real cmdline and version, exit 0."""
     lab = sshd_lab
-    scenario = {
-        "cluster_name": lab.cluster_name, "teleport_version": "17.4.2", "seed": 3,
-        "groups": [{"name": "lab", "count": len(lab.nodes), "services": ["node"],
-                    "external_addrs": [n.addr for n in lab.nodes]}],
-    }
-    with simulated(tmp_path / "sim", scenario) as state:
-        config = yaml.safe_load((state / "tpdump.yaml").read_text())
-        config.update(proxy=lab.proxy, ssh_user=lab.login, ssh_key=str(lab.key_path),
-                      known_hosts=str(lab.known_hosts))
-        (state / "tpdump.yaml").write_text(yaml.safe_dump(config))
-        dump = run_dump(state, tmp_path / "out", "--connect-timeout", "5",
-                        "--node-timeout", "20")
+    dump = dump_lab(lab, tmp_path, "--connect-timeout", "5", "--node-timeout", "20")
     assert dump.returncode == 0, dump.stdout + dump.stderr
     results = dump.report["node_results"]
     assert len(results) == len(lab.nodes)

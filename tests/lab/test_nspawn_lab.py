@@ -312,18 +312,10 @@ async def test_sftp_sqlite_db(nspawn_lab: NspawnLab, tmp_path: Path) -> None:
 def test_tpdump_cluster_dumps_real_systemd_nodes(nspawn_lab: NspawnLab, tmp_path: Path) -> None:
     """`tpdump cluster` through the real jump host as tpdlab: every node complete, the
     real unit file and cmdline captured, none of the planted secrets in the archive."""
-    from tests.integration.helpers import run_dump, simulated
+    from tests.integration.helpers import dump_lab
 
     lab = nspawn_lab
-    scenario = {
-        "cluster_name": lab.cluster_name, "teleport_version": "17.4.2", "seed": 5,
-        "groups": [{"name": "nspawn", "count": len(lab.nodes), "services": ["node"],
-                    "external_addrs": [n.addr for n in lab.nodes]}],
-    }
-    with simulated(tmp_path / "sim", scenario) as state:
-        dump = run_dump(state, tmp_path / "out", "--proxy", lab.proxy, "--ssh-user", lab.login,
-                        "--ssh-key", str(lab.key_path), "--known-hosts", str(lab.known_hosts),
-                        "--connect-timeout", "5", "--node-timeout", "30")
+    dump = dump_lab(lab, tmp_path, "--connect-timeout", "5", "--node-timeout", "30")
     assert dump.returncode == 0, dump.stdout + dump.stderr
     results = dump.report["node_results"]
     assert len(results) == len(lab.nodes)
