@@ -1,4 +1,4 @@
-"""The command line: `tpdump cluster | explain | sim | demo`."""
+"""The command line: `tpdump cluster | node | kube | explain | sim | demo`."""
 
 from __future__ import annotations
 
@@ -50,15 +50,29 @@ _VALUE_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("--log-lines",), "log_lines", "at most this many log lines per log"),
     (("--log-bytes",), "log_bytes", "byte cap of one log (e.g. 8MB; newest lines kept)"),
     (("--sysroot",), "sysroot", "`node` only: read a root file system mounted here"),
+    (("--kubeconfig",), "kubeconfig", "kubeconfig for the Kubernetes part (default: "
+                                      "$KUBECONFIG, ~/.kube/config, or in-cluster)"),
+    (("--kube-context",), "kube_context", "kubeconfig context (default: the current one)"),
+    (("--kube-namespace",), "kube_namespace", "dump these namespaces (comma-separated) "
+                                              "instead of finding Teleport's"),
+    (("--kube-concurrency",), "kube_concurrency", "Kubernetes API calls at once"),
+    (("--kube-timeout",), "kube_timeout", "seconds for one Kubernetes API call"),
+    (("--kube-log-lines",), "kube_log_lines", "newest lines of each pod log"),
+    (("--kube-log-bytes",), "kube_log_bytes", "byte cap of each pod log (newest kept)"),
     (("-o", "--output"), "output", "archive path, or a directory to put it in"),
     (("--log-format",), "log_format", "console or json"),
 )
-_INT = {"concurrency", "tctl_concurrency", "log_lines"}
+_INT = {"concurrency", "tctl_concurrency", "log_lines", "kube_concurrency", "kube_log_lines"}
 _FLOAT = {"connect_timeout", "node_timeout", "item_timeout", "timeout", "tctl_timeout",
-          "preflight_timeout", "log_window_h"}
+          "preflight_timeout", "log_window_h", "kube_timeout"}
+_KUBE = {"kubeconfig", "kube_context", "kube_namespace", "kube_concurrency", "kube_timeout",
+         "kube_log_lines", "kube_log_bytes"}
 # What `tpdump node` accepts (no auth API, no SSH).
 _NODE_FLAGS = {"cluster_name", "profile", "item_timeout", "timeout", "max_output",
                "log_window_h", "log_lines", "log_bytes", "sysroot", "output", "log_format"}
+# What `tpdump kube` accepts.
+_KUBE_FLAGS = {"cluster_name", "profile", "timeout", "log_window_h", "output", "log_format",
+               *_KUBE}
 
 
 def _number(kind: type) -> Any:
@@ -70,17 +84,22 @@ def _number(kind: type) -> Any:
     return parse
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, node: bool = False) -> None:
+def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML file of options (flags override it)")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective settings and exit")
+    only = {"node": _NODE_FLAGS, "kube": _KUBE_FLAGS}.get(command)
     for flags, dest, text in _VALUE_FLAGS:
-        if (node and dest not in _NODE_FLAGS) or (not node and dest == "sysroot"):
+        if (only is not None and dest not in only) or (only is None and dest == "sysroot"):
             continue
         kind = int if dest in _INT else float if dest in _FLOAT else str
         p.add_argument(*flags, dest=dest, default=None, help=text,
                        type=_number(kind) if kind is not str else str)
-    if not node:
+    if command == "cluster":
+        p.add_argument("--kube", dest="kube", action=argparse.BooleanOptionalAction,
+                       default=None, help="also dump Kubernetes (default: when --kubeconfig "
+                       "is given or tpdump runs in a pod)")
+    if command == "cluster":
         p.add_argument("--insecure-accept-any-host-key", dest="insecure_accept_any_host_key",
                        action="store_true", default=None,
                        help="DANGEROUS: do not verify node host keys")
@@ -100,12 +119,18 @@ def parser() -> argparse.ArgumentParser:
     cluster = sub.add_parser("cluster", help="dump every agent of a cluster",
                              description="Enumerate every agent through the auth API (tctl), "
                              "collect each over SSH, write one archive with a report.")
-    _add_run_options(cluster)
+    _add_run_options(cluster, "cluster")
     node = sub.add_parser("node", help="dump this host (or a mounted root: --sysroot)",
                           description="Dump the local host's Teleport: config, processes, "
                           "systemd units, journald or log files, diag endpoints, data_dir "
                           "and process state, into one archive. No SSH, no auth API.")
-    _add_run_options(node, node=True)
+    _add_run_options(node, "node")
+    kube = sub.add_parser("kube", help="dump the Kubernetes namespaces where Teleport runs",
+                          description="Every namespaced object and every pod log (with the "
+                          "previous container's) of the namespaces where Teleport's Helm "
+                          "charts run, events, and the API's discovery; Secret values are "
+                          "never written.")
+    _add_run_options(kube, "kube")
     exp = sub.add_parser("explain", help="the long explanation of an error code")
     exp.add_argument("code", nargs="?", help="e.g. TPD200; without it, list every code")
     exp.add_argument("--markdown", action="store_true",
@@ -122,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     file_values = load_file(args.config) if args.config else {}
     flags = {dest: getattr(args, dest) for _, dest, _ in _VALUE_FLAGS if hasattr(args, dest)}
-    for dest in ("insecure_accept_any_host_key", "quiet", "verbose"):
+    for dest in ("insecure_accept_any_host_key", "quiet", "verbose", "kube"):
         flags[dest] = getattr(args, dest, None)
     return resolve(file_values, flags)
 
@@ -137,6 +162,18 @@ def cmd_cluster(settings: Settings, command: str) -> int:
     if outcome.report:
         for line in summary_lines(outcome.report):
             print(line)
+    return int(outcome.exit_code)
+
+
+def cmd_kube(settings: Settings, command: str) -> int:
+    from tpdump.kuberun import run_kube
+    from tpdump.report import summary_lines
+
+    run_log = configure(verbose=settings.verbose, quiet=settings.quiet, fmt=settings.log_format)
+    outcome = anyio.run(run_kube, settings, run_log, command)
+    print(f"archive: {outcome.archive}")
+    for line in summary_lines(outcome.report) if outcome.report else []:
+        print(line)
     return int(outcome.exit_code)
 
 
@@ -230,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "node":
             return cmd_node(settings, "tpdump " + shlex.join(argv))
+        if args.command == "kube":
+            return cmd_kube(settings, "tpdump " + shlex.join(argv))
         _require(settings)
         return cmd_cluster(settings, "tpdump " + shlex.join(argv))
     except TpdumpError as exc:

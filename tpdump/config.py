@@ -7,6 +7,7 @@ come from the file or a flag.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -36,6 +37,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "log_bytes": 8 * 1024 * 1024,
         "datadir_entries": 2000,
         "sqlite_bytes": 64 * 1024 * 1024,
+        "kube_concurrency": 8,
+        "kube_timeout": 20.0,
+        "kube_log_lines": 5000,
+        "kube_log_bytes": 4 * 1024 * 1024,
     },
     "speed": {
         "concurrency": 256,
@@ -54,6 +59,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "log_bytes": 2 * 1024 * 1024,
         "datadir_entries": 500,
         "sqlite_bytes": 16 * 1024 * 1024,
+        "kube_concurrency": 16,
+        "kube_timeout": 10.0,
+        "kube_log_lines": 1000,
+        "kube_log_bytes": 1024 * 1024,
     },
     "complete": {
         "concurrency": 32,
@@ -72,6 +81,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "log_bytes": 64 * 1024 * 1024,
         "datadir_entries": 20000,
         "sqlite_bytes": 256 * 1024 * 1024,
+        "kube_concurrency": 8,
+        "kube_timeout": 60.0,
+        "kube_log_lines": 50000,
+        "kube_log_bytes": 32 * 1024 * 1024,
     },
     "small": {
         "concurrency": 64,
@@ -90,6 +103,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "log_bytes": 512 * 1024,
         "datadir_entries": 500,
         "sqlite_bytes": 8 * 1024 * 1024,
+        "kube_concurrency": 8,
+        "kube_timeout": 15.0,
+        "kube_log_lines": 1000,
+        "kube_log_bytes": 256 * 1024,
     },
 }
 DEFAULT_PROFILE = "standard"
@@ -147,6 +164,15 @@ class Settings:
     datadir_entries: int = 0
     sqlite_bytes: int = 0
     sysroot: str | None = None
+    # Kubernetes (None: on when --kubeconfig is given or tpdump runs in a pod)
+    kube: bool | None = None
+    kube_namespace: tuple[str, ...] = ()
+    kubeconfig: str | None = None
+    kube_context: str | None = None
+    kube_concurrency: int = 0
+    kube_timeout: float = 0.0
+    kube_log_lines: int = 0
+    kube_log_bytes: int = 0
     # output
     output: str | None = None
     quiet: bool = False
@@ -157,6 +183,15 @@ class Settings:
         """The tctl kinds to fetch, after --include-kinds / --exclude-kinds."""
         chosen = self.include_kinds or DEFAULT_KINDS
         return tuple(k for k in chosen if k not in self.exclude_kinds)
+
+    def kube_enabled(self) -> bool:
+        """--kube/--no-kube, or by default: when a kubeconfig is given or tpdump runs in a
+        pod (the service account's token is mounted)."""
+        if self.kube is not None:
+            return self.kube
+        return self.kubeconfig is not None or (
+            bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+            and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists())
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -211,7 +246,7 @@ def _coerce(name: str, value: Any, base: Path | None) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise UsageError(f"{name}: expected a positive number of seconds, got {value!r}")
         return float(value)
-    if kind in ("bool",):
+    if kind in ("bool", "bool | None"):
         if not isinstance(value, bool):
             raise UsageError(f"{name}: expected true or false, got {value!r}")
         return value
@@ -232,8 +267,8 @@ def _coerce(name: str, value: Any, base: Path | None) -> Any:
 
 
 _PATH_FIELDS = frozenset({"identity", "tctl", "ssh_key", "known_hosts", "ssh_config", "output",
-                          "sysroot"})
-_SIZE_FIELDS = frozenset({"max_output", "log_bytes", "sqlite_bytes"})
+                          "sysroot", "kubeconfig"})
+_SIZE_FIELDS = frozenset({"max_output", "log_bytes", "sqlite_bytes", "kube_log_bytes"})
 
 
 def load_file(path: str) -> dict[str, Any]:

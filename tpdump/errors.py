@@ -142,6 +142,32 @@ _CODES: tuple[Code, ...] = (
          "teleport*, if any).",
          "Run it on a host that runs Teleport, pass --sysroot for a mounted root file "
          "system, or check the config path in the teleport unit's ExecStart."),
+    Code("TPD500", "Kubernetes API unreachable",
+         "The Kubernetes part could not start: the kubeconfig (or the in-cluster service "
+         "account) is missing or unusable, or the API server did not answer. The rest of the "
+         "dump is not affected.",
+         "Check --kubeconfig and --kube-context (`kubectl --kubeconfig FILE version` must "
+         "work from this host), or pass --no-kube."),
+    Code("TPD501", "Kubernetes access denied",
+         "The Kubernetes identity tpdump uses may not list this resource type (HTTP 403) or "
+         "was not accepted (401). The type is recorded in a `.error` file with the API's "
+         "message; the dump goes on.",
+         "Bind the identity to a role with `get` and `list` on the namespaces where Teleport "
+         "runs (the built-in `view` ClusterRole plus `list` on the type), or accept the gap.",
+         "warning"),
+    Code("TPD502", "Kubernetes API call failed",
+         "A Kubernetes API call answered with an error other than access denied (the API's "
+         "reason and message are in the `.error` file), or with something that is not JSON.",
+         "Read the message; run the same `kubectl get` by hand to reproduce."),
+    Code("TPD503", "Kubernetes API call timed out",
+         "A Kubernetes API call did not finish within --kube-timeout and was abandoned so "
+         "that a struggling API server is not kept busy.",
+         "Look at the API server's load; raise --kube-timeout."),
+    Code("TPD504", "no Teleport namespace found",
+         "No pod in the cluster carries the labels of Teleport's Helm charts "
+         "(teleport-cluster, teleport-kube-agent) or runs a container named `teleport`, so "
+         "no namespace was dumped.",
+         "Name the namespaces with --kube-namespace.", "warning"),
     Code("TPD300", "interrupted",
          "The run was interrupted (Ctrl-C or SIGTERM). Everything collected until then is in "
          "the archive.",

@@ -40,6 +40,7 @@ class RunFacts:
     truncated_files: list[str] = field(default_factory=list)
     archive_bytes: int = 0
     tctl_calls: int = 0
+    kube: dict[str, Any] | None = None
 
 
 def _ts(epoch: float) -> str:
@@ -114,6 +115,7 @@ def build(facts: RunFacts, nodes: list[NodeResult]) -> dict[str, Any]:
         "truncated_files": facts.truncated_files,
         "archive_bytes": facts.archive_bytes,
         "tctl_calls": facts.tctl_calls,
+        "kube": facts.kube,
         "settings": facts.settings,
         "node_results": [
             {"uuid": n.instance.uuid, "hostname": n.instance.hostname, "dir": n.dir,
@@ -136,16 +138,20 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     n = report["nodes"]
     lines = [
         f"tpdump {report['verdict']}: cluster {report['cluster']}, "
-        f"{report['seconds']:.1f} s",
+        f"{report['seconds']:.1f} s"]
+    if n["total"] or not report.get("kube"):
+        lines.append(
         f"nodes: {n['total']} total · {n['ok']} ok · {n['partial']} partial · "
         f"{n['failed']} failed · {n['skipped']} skipped (no SSH)"
         + (f" · {n['interrupted'] + n['not started']} not finished"
-           if n["interrupted"] or n["not started"] else ""),
-    ]
+           if n["interrupted"] or n["not started"] else ""))
     kinds = report["objects"]
     ok_kinds = sum(1 for v in kinds.values() if v["status"] == "ok")
     if kinds:
         lines.append(f"objects: {ok_kinds}/{len(kinds)} kinds")
+    kube = report.get("kube")
+    if kube:
+        lines.append(kube_line(kube))
     if report["fatal"]:
         lines.append(f"FATAL: {report['fatal']}")
     for g in report["problems"]:
@@ -153,6 +159,15 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"  {g['code']} {g['count']} {unit}: {g['title']} {_targets_line(g)}"
                      f" — tpdump explain {g['code']}")
     return lines
+
+
+def kube_line(kube: Mapping[str, Any]) -> str:
+    if kube.get("error"):
+        return f"kube: FAILED: {kube['error']}"
+    failed = len(kube["types_failed"])
+    return (f"kube: {len(kube['namespaces'])} namespaces ({', '.join(sorted(kube['namespaces']))})"
+            f" · {kube['types']} types ({failed} not listed) · {kube['objects']} objects · "
+            f"{kube['logs']} pod logs")
 
 
 def render_text(report: Mapping[str, Any]) -> str:
@@ -174,13 +189,26 @@ def render_text(report: Mapping[str, Any]) -> str:
         out.append(f"    targets: {', '.join(g['targets'][:50])}"
                    + (f", … +{len(g['targets']) - 50}" if len(g["targets"]) > 50 else ""))
         out.append(f"    e.g.: {g['sample']}")
-    out.append("")
-    out.append("Objects (tctl get, one kind per call):")
+    if report["objects"]:
+        out.append("")
+        out.append("Objects (tctl get, one kind per call):")
     for kind, v in sorted(report["objects"].items()):
         if v["status"] == "ok":
             out.append(f"  {kind:<28} ok ({v['count']})")
         else:
             out.append(f"  {kind:<28} {v['code']} {v['class']}: {v['message']}")
+    kube = report.get("kube")
+    if kube:
+        out.append("")
+        out.append("Kubernetes:")
+        out.append(f"  context {kube['context'] or '-'}  server {kube['server'] or '-'}  "
+                   f"version {kube['version'] or '-'}  API calls {kube['api_calls']}")
+        for ns, why in sorted(kube["namespaces"].items()):
+            out.append(f"  namespace {ns}: {why}")
+        for name, v in sorted(kube["types_failed"].items()):
+            out.append(f"  {name:<28} {v['code']} {v['status']}: {v['message']}")
+        out.append(f"  {kube['logs']} pod logs, {kube['log_bytes']} bytes, "
+                   f"{kube['logs_truncated']} cut to the newest lines")
     out.append("")
     out.append("Secrets removed (always on), by category:")
     if not report["redactions"]:
@@ -252,6 +280,7 @@ its SHA-256.</p>
 <h2>Problems</h2>
 <table><tr><th>code</th><th>severity</th><th>what</th><th>count</th><th>targets</th>
 <th>explanation</th></tr>{''.join(rows) or '<tr><td colspan=6>none</td></tr>'}</table>
+{_kube_html(report.get("kube"))}
 <h2>Secrets removed</h2><ul>{red}</ul>
 <h2>How to read it</h2>
 <ul><li><code>cluster/</code>: tctl status, tctl version, the inventory and discovery summary</li>
@@ -260,11 +289,29 @@ when that kind could not be fetched</li>
 <li><code>nodes/&lt;host-uuid&gt;/</code>: per instance <code>node.json</code> (status, reason,
 timings), <code>teleport.yaml</code>, <code>cmdline</code>, <code>role.&lt;service&gt;</code>,
 <code>version.txt</code>, <code>host/</code>, and <code>error.txt</code> when it failed</li>
+<li><code>kube/</code>: <code>kubectl_get_&lt;type&gt;.yaml</code> per resource type of the
+namespaces where Teleport runs (Secret values removed), <code>kubectl_logs_&lt;ns&gt;_&lt;pod&gt;_
+&lt;container&gt;[.previous].log</code>, <code>events.txt</code>, <code>.error</code> files for
+what could not be listed</li>
 <li><code>tpdump.log</code>: tpdump's own log of this run</li></ul>
 <h2>Nodes</h2>
 <table><tr><th>node</th><th>status</th><th>reason</th></tr>{node_rows}</table>
 </body></html>
 """
+
+
+def _kube_html(kube: Mapping[str, Any] | None) -> str:
+    if not kube:
+        return ""
+    e = html.escape
+    rows = "".join(f"<tr><td><code>{e(k)}</code></td><td>{e(v['code'])}</td>"
+                   f"<td>{e(v['message'])}</td></tr>"
+                   for k, v in sorted(kube["types_failed"].items()))
+    ns = "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>"
+                 for k, v in sorted(kube["namespaces"].items()))
+    return (f"<h2>Kubernetes</h2><p>{e(kube_line(kube))}</p><ul>{ns}</ul>"
+            + (f"<table><tr><th>type</th><th>code</th><th>why</th></tr>{rows}</table>"
+               if rows else ""))
 
 
 def render_json(report: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ import structlog
 
 from tpdump.archive import ArchiveWriter, safe_component
 from tpdump.collectors.cluster import write_cluster, write_objects, write_preflight
+from tpdump.collectors.kube import KubeApi, KubeSummary, collect_kube
 from tpdump.collectors.node import NodeCollector, node_json
 from tpdump.config import Settings
 from tpdump.discovery import Discovery, assign_target, discover, fetch_kinds, select
@@ -79,6 +80,7 @@ class Run(ABC):
         self.cluster = settings.cluster_name or "cluster"
         self.archive: ArchiveWriter | None = None
         self.report: dict[str, Any] = {}
+        self.kube: KubeSummary | None = None
 
     @property
     def tctl_calls(self) -> int:
@@ -94,8 +96,23 @@ class Run(ABC):
     async def collect(self) -> None:
         """Gather everything into self.archive and self.results."""
 
+    async def salvage(self) -> None:  # noqa: B027 - an optional hook
+        """What can still be collected after a fatal preflight."""
+
     async def aclose(self) -> None:  # noqa: B027 - an optional hook
         """Release connections."""
+
+    async def collect_kube(self, api: KubeApi | None = None) -> None:
+        """The Kubernetes part into kube/; it never ends the run."""
+        assert self.archive is not None
+        self.kube = self.kube or KubeSummary()
+        try:
+            self.problems.extend(await collect_kube(self.settings, self.archive,
+                                                    self.redactor, self.kube, api))
+        except Exception as exc:  # the task boundary: a bug must not cost the node dumps
+            log.exception("kubernetes collector crashed")
+            self.problems.append(Problem("TPD502", "kube", f"internal error: "
+                                         f"{type(exc).__name__}: {exc}"))
 
     # --- the run --------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -114,6 +131,8 @@ class Run(ABC):
                 await self.opened(archive)
                 if self.fatal is None:
                     await self.collect()
+                else:
+                    await self.salvage()
             if self.archive is None:  # interrupted during the preflight
                 archive = self._open_archive()
                 outer.start_soon(archive.run)
@@ -178,6 +197,7 @@ class Run(ABC):
             problems=self.problems, objects=self.objects, redactions=self.redactor.counts,
             truncated_files=[e.path for e in self.archive.entries if e.truncated],
             archive_bytes=self.archive.bytes_written, tctl_calls=self.tctl_calls,
+            kube=self.kube.as_dict() if self.kube is not None else None,
         )
         self.report = report = build(facts, self.results)
         await self.archive.add("report.json", render_json(report), source="tpdump")
@@ -269,6 +289,11 @@ class ClusterRun(Run):
             self.problems.append(Problem(why.code, "proxy", why.detail))
             log.error("proxy unreachable", detail=why.detail)
 
+    async def salvage(self) -> None:
+        """The auth API is unreachable; Kubernetes may still show why (the auth pod's log)."""
+        if self.settings.kube_enabled():
+            await self.collect_kube()
+
     async def collect(self) -> None:
         """Discovery, cluster files and the node fan-out."""
         assert self.archive is not None
@@ -299,6 +324,8 @@ class ClusterRun(Run):
             # Cluster files are written while the first nodes connect (waiting on the
             # network), not before.
             tg.start_soon(self.write_cluster_files, discovery, kinds)
+            if self.settings.kube_enabled():
+                tg.start_soon(self.collect_kube)
             for _ in range(workers):
                 tg.start_soon(self._worker, queue)
 

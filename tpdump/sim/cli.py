@@ -167,6 +167,8 @@ def write_state(cluster: SimCluster, state_dir: Path) -> None:
         "ssh_key": str(keys_dir / "id_ed25519"),
         "known_hosts": str(known_hosts),
     }
+    if scen.kube.enabled:
+        config["kubeconfig"] = str(state_dir / "kubeconfig")
     import yaml
 
     (state_dir / "tpdump.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
