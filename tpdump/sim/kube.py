@@ -3,10 +3,19 @@
 HTTPS on 127.0.0.1 (its own CA, a server certificate for 127.0.0.1) with a bearer token,
 both written to `DIR/kubeconfig` (kubectl never sends a token over plain HTTP). It serves the
 legacy discovery documents (`/version`, `/api`, `/api/v1`, `/apis`, `/apis/<g>/<v>`), lists
-and gets of every resource type it announces, pod logs (`timestamps`, `previous`,
-`tailLines`, `limitBytes`), and the real `Status` errors: 401 without the token, 403 for the
-scenario's `kube.denied_resources`, 404 for unknown paths and objects, 400 for a previous log
-of a container that never restarted. `/openapi/*` answers 404 so that kubectl falls back.
+(in etcd key order, `labelSelector` with equality- and set-based terms, paging with `limit`
+and `continue`) and gets of every resource type it announces, pod logs (`timestamps`,
+`previous`, `tailLines`, `sinceSeconds`, `sinceTime`, `limitBytes`), and the real `Status`
+errors: 401 without the token, 403 for the scenario's `kube.denied_resources`, 404 for unknown
+paths and objects, 400 for a previous log of a container that never restarted, for a selector
+or continue token that does not parse, 410 Expired for a continue token of another
+resourceVersion, 422 for invalid log options. `/openapi/*` answers 404 so that kubectl falls
+back.
+
+Times are relative to the simulator's start (t0): objects were created 50 minutes before it,
+the current containers' logs end a minute before it, restarted containers restarted 2 minutes
+before it (their previous instance ended 10 minutes before it), so that `sinceSeconds` and
+event ages behave as on a live cluster.
 
 The objects are what the Teleport Helm charts create: `teleport-cluster` (auth and proxy
 Deployments) in the first namespace of `kube.namespaces`, `teleport-kube-agent` (a
@@ -18,12 +27,17 @@ the scenario plants secrets.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import hashlib
 import ipaddress
+import json
+import re
 import ssl
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,17 +57,26 @@ K8S_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.4",
                "gitTreeState": "clean", "buildDate": "2024-12-10T17:14:10Z",
                "goVersion": "go1.22.10", "compiler": "gc", "platform": "linux/amd64"}
 SA_USER = "system:serviceaccount:tpdump:tpdump"
-CREATED = "2026-11-26T09:00:00Z"
-STARTED = "2026-11-26T09:58:00Z"
-LOG_DAY = "2026-11-26T09"
 RV = "48213"
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 RO_VERBS = ["get", "list", "watch"]
 HASH_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NODE_NAME = "sim-worker-1"
-CURRENT_LOG_LINES = 30
 PREVIOUS_LOG_LINES = 12
+SCHEDULER_INSTANCE = "default-scheduler-sim-control-plane"
+# Every time is relative to t0, the simulator's start (SimCluster.started, whole seconds).
+AGE_S = 50 * 60          # every object was created 50 minutes before t0
+RESTART_S = 120          # restarted containers (re)started 2 minutes before t0 ...
+PREV_START_S = 12 * 60   # ... their previous instance ran from 12 to 10 minutes before t0
+PREV_END_S = 10 * 60
+LAST_LINE_S = 60         # the current containers' last log line: a minute before t0
+NS = 1_000_000_000
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+CONTINUE_VERSION = "meta.k8s.io/v1"
+EXPIRED_MESSAGE = ("The provided continue parameter is too old to display a consistent list "
+                   "result. You can start a new list without the continue parameter, or use "
+                   "the continue value from the response to get a consistent snapshot.")
 
 
 # The types of the `all` category (`kubectl get all`).
@@ -147,6 +170,33 @@ GROUP_VERSIONS: tuple[tuple[str, str], ...] = tuple(
 BY_PATH: dict[tuple[str, str, str], RType] = {(t.group, t.version, t.plural): t for t in TYPES}
 
 
+def stamp(sec: int) -> str:
+    """RFC 3339 in whole seconds (`metav1.Time`)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec))
+
+
+def stamp_frac(ns: int, digits: int) -> str:
+    """RFC 3339 with `digits` fractional digits: 6 for `metav1.MicroTime`, 9 for the
+    timestamps of pod logs."""
+    sec, frac = divmod(ns, NS)
+    return f"{stamp(sec)[:-1]}.{frac // 10 ** (9 - digits):0{digits}d}Z"
+
+
+def parse_time(text: str) -> int | None:
+    """An RFC 3339 time (`2026-11-26T10:00:00Z`, fractions and offsets allowed) in
+    nanoseconds since the epoch; None if it is not one."""
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)",
+                        text):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    frac = re.search(r"\.(\d+)", text)
+    nanos = int(frac.group(1).ljust(9, "0")) if frac else 0
+    return int(when.replace(microsecond=0).timestamp()) * NS + nanos
+
+
 def status(code: int, reason: str, message: str, details: Obj | None = None) -> web.Response:
     """The real `Status` error body of the API server."""
     body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -155,6 +205,16 @@ def status(code: int, reason: str, message: str, details: Obj | None = None) -> 
         body["details"] = details
     body["code"] = code
     return web.json_response(body, status=code)
+
+
+def invalid(kind: str, name: str, causes: list[tuple[str, str, str]]) -> web.Response:
+    """The real 422 `Invalid` Status; causes are (field, reason, message) with reason
+    `FieldValueInvalid` or `FieldValueForbidden`."""
+    texts = [f"{f}: {m}" if f else m for f, _, m in causes]
+    text = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    return status(422, "Invalid", f'{kind} "{name}" is invalid: {text}',
+                  {"name": name, "kind": kind,
+                   "causes": [{"reason": r, "message": m, "field": f} for f, r, m in causes]})
 
 
 class KubeWorld:
@@ -167,6 +227,8 @@ class KubeWorld:
         self.seed = scen.seed
         self.version = scen.teleport_version
         self.plant = scen.secrets.plant
+        self.t0 = int(cluster.started)
+        self.created = self.t0 - AGE_S
         self.token = self._secret_text("kube_token", 0, f"sim-kube-token-{self._hex('tok')}")
         self.namespaces: list[str] = list(dict.fromkeys(
             [*SYSTEM_NAMESPACES, *self.spec.namespaces]))
@@ -174,6 +236,8 @@ class KubeWorld:
         self.store: dict[tuple[str, str], dict[str, list[Obj]]] = {}
         # (namespace, pod) -> container -> restartCount
         self.restarts: dict[tuple[str, str], dict[str, int]] = {}
+        # (namespace, pod) -> when its current container started (epoch seconds)
+        self.started: dict[tuple[str, str], int] = {}
         self.bearers: dict[tuple[str, str], str] = {}
         self._build()
 
@@ -216,7 +280,7 @@ class KubeWorld:
         if ns:
             m["namespace"] = ns
         m.update({"uid": self._uid(kind, ns, name), "resourceVersion": str(40000 + len(name)),
-                  "creationTimestamp": CREATED})
+                  "creationTimestamp": stamp(self.created)})
         if labels:
             m["labels"] = dict(labels)
         if owner is not None:
@@ -228,11 +292,11 @@ class KubeWorld:
         return m
 
     def items(self, group: str, plural: str, ns: str | None) -> list[Obj]:
-        """Objects of a type in one namespace, or in all of them (ns None)."""
+        """Objects of a type in one namespace, or in all of them (ns None), in the order of
+        the real API server (of etcd's keys): by `list_key`."""
         by_ns = self.store.get((group, plural), {})
-        if ns is None:
-            return [o for n in sorted(by_ns) for o in by_ns[n]]
-        return list(by_ns.get(ns, []))
+        objs = [o for n in by_ns for o in by_ns[n]] if ns is None else by_ns.get(ns, [])
+        return sorted(objs, key=lambda o: list_key(o, ns is None))
 
     # ---- the world ----------------------------------------------------------------------
 
@@ -258,7 +322,7 @@ class KubeWorld:
         self.add("coordination.k8s.io", "leases", "kube-node-lease", {
             "metadata": self.meta("Lease", NODE_NAME, "kube-node-lease"),
             "spec": {"holderIdentity": NODE_NAME, "leaseDurationSeconds": 40,
-                     "renewTime": "2026-11-26T10:00:30.000000Z"}})
+                     "renewTime": stamp_frac((self.t0 - 5) * NS, 6)}})
         self.add("", "services", "default", {
             "metadata": self.meta("Service", "kubernetes", "default",
                                   {"component": "apiserver", "provider": "kubernetes"}),
@@ -305,19 +369,22 @@ class KubeWorld:
     def _pod(self, ns: str, name: str, labels: dict[str, str], owner: Obj, container: Obj,
              service_account: str, restarts: int, extra_spec: Obj) -> None:
         cname = container["name"]
+        c0 = self.created
+        started = self.t0 - RESTART_S if restarts else c0 + 6
         cstatus: Obj = {
             "name": cname, "image": container["image"],
             "imageID": f"{container['image'].split(':')[0]}@sha256:{self._hex('img', cname, n=64)}",
             "containerID": f"containerd://{self._hex('cid', ns, name, n=64)}",
             "ready": True, "started": True, "restartCount": restarts,
-            "state": {"running": {"startedAt": STARTED}}, "lastState": {}}
+            "state": {"running": {"startedAt": stamp(started)}}, "lastState": {}}
         if restarts:
             cstatus["lastState"] = {"terminated": {
-                "exitCode": 1, "reason": "Error", "startedAt": "2026-11-26T09:40:00Z",
-                "finishedAt": "2026-11-26T09:57:58Z",
+                "exitCode": 1, "reason": "Error",
+                "startedAt": stamp(self.t0 - PREV_START_S),
+                "finishedAt": stamp(self.t0 - PREV_END_S),
                 "containerID": f"containerd://{self._hex('cid-prev', ns, name, n=64)}"}}
         ip = f"10.244.0.{10 + len(self.restarts) % 240}"
-        self.add("", "pods", ns, {
+        pod = self.add("", "pods", ns, {
             "metadata": self.meta("Pod", name, ns, labels, owner),
             "spec": {"containers": [container], "dnsPolicy": "ClusterFirst",
                      "enableServiceLinks": True, "nodeName": NODE_NAME,
@@ -327,46 +394,78 @@ class KubeWorld:
                      **extra_spec},
             "status": {
                 "phase": "Running", "hostIP": "172.18.0.2", "podIP": ip,
-                "podIPs": [{"ip": ip}], "qosClass": "BestEffort", "startTime": CREATED,
-                "conditions": [{"type": t, "status": "True",
-                                "lastTransitionTime": STARTED}
-                               for t in ("PodReadyToStartContainers", "Initialized", "Ready",
-                                         "ContainersReady", "PodScheduled")],
+                "podIPs": [{"ip": ip}], "qosClass": "BestEffort", "startTime": stamp(c0 + 1),
+                "conditions": [{"type": t, "status": "True", "lastTransitionTime": stamp(at)}
+                               for t, at in (("PodReadyToStartContainers", c0 + 4),
+                                             ("Initialized", c0 + 1),
+                                             ("Ready", started + 6),
+                                             ("ContainersReady", started + 6),
+                                             ("PodScheduled", c0))],
                 "containerStatuses": [cstatus]}})
         self.restarts[(ns, name)] = {cname: restarts}
+        self.started[(ns, name)] = started
         if self.plant:
             self.bearers[(ns, name)] = self.cluster.canaries.make(
                 "kube_bearer", len(self.bearers) + 1)
-        for reason, msg in (("Scheduled", f"Successfully assigned {ns}/{name} to {NODE_NAME}"),
-                            ("Pulled", f'Container image "{container["image"]}" already '
-                                       "present on machine"),
-                            ("Created", f"Created container {cname}"),
-                            ("Started", f"Started container {cname}")):
-            self._event(ns, "Pod", name, reason, msg, "Normal")
+        self._event(pod, "Scheduled", f"Successfully assigned {ns}/{name} to {NODE_NAME}",
+                    "Normal", c0, c0, 0)
+        for i, (reason, msg) in enumerate((
+                ("Pulled", f'Container image "{container["image"]}" already present on '
+                           "machine"),
+                ("Created", f"Created container {cname}"),
+                ("Started", f"Started container {cname}"))):
+            self._event(pod, reason, msg, "Normal", c0 + 3 + i,
+                        started if restarts else c0 + 3 + i, restarts + 1, cname)
         if restarts:
-            self._event(ns, "Pod", name, "BackOff",
+            self._event(pod, "BackOff",
                         f"Back-off restarting failed container {cname} in pod {name}_{ns}"
-                        f"({self._uid('Pod', ns, name)})", "Warning", count=restarts)
+                        f"({pod['metadata']['uid']})", "Warning", c0 + 300,
+                        self.t0 - RESTART_S - 1, restarts, cname)
 
-    def _event(self, ns: str, kind: str, name: str, reason: str, message: str, etype: str,
-               count: int = 1) -> None:
-        ev_name = f"{name}.{self._hex('ev', ns, name, reason)}"
-        involved = {"apiVersion": "v1", "kind": kind, "name": name, "namespace": ns,
-                    "uid": self._uid(kind, ns, name)}
-        component = "default-scheduler" if reason == "Scheduled" else "kubelet"
+    def _event(self, obj: Obj, reason: str, message: str, etype: str, first: int, last: int,
+               count: int, container: str | None = None) -> None:
+        """A core `Event` and its `events.k8s.io` twin, as the API server returns them.
+
+        The scheduler's events (count 0) are new-style: `eventTime` (MicroTime), `action`,
+        no `count`, null `firstTimestamp`/`lastTimestamp`, empty `source`. The kubelet's are
+        old-style: `firstTimestamp`, `lastTimestamp`, `count`, `source`, null `eventTime`.
+        """
+        md = obj["metadata"]
+        ns, name = md["namespace"], md["name"]
+        ev_name = f"{name}.{self._hex('ev', ns, name, reason, n=16)}"
+        involved: Obj = {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                         "name": name, "namespace": ns,
+                         "resourceVersion": md["resourceVersion"], "uid": md["uid"]}
+        if container:
+            involved["fieldPath"] = f"spec.containers{{{container}}}"
+        ev_meta = self.meta("Event", ev_name, ns, creationTimestamp=stamp(first))
+        if not count:
+            when = stamp_frac(first * NS + int(self._hex("evt", ns, name, n=5), 16) * 100, 6)
+            self.add("", "events", ns, {
+                "metadata": ev_meta, "involvedObject": involved, "reason": reason,
+                "message": message, "source": {}, "firstTimestamp": None,
+                "lastTimestamp": None, "type": etype, "eventTime": when, "action": "Binding",
+                "reportingComponent": "default-scheduler",
+                "reportingInstance": SCHEDULER_INSTANCE})
+            self.add("events.k8s.io", "events", ns, {
+                "metadata": ev_meta, "eventTime": when, "reportingController":
+                "default-scheduler", "reportingInstance": SCHEDULER_INSTANCE,
+                "action": "Binding", "reason": reason, "regarding": involved, "note": message,
+                "type": etype, "deprecatedSource": {}, "deprecatedFirstTimestamp": None,
+                "deprecatedLastTimestamp": None})
+            return
+        source = {"component": "kubelet", "host": NODE_NAME}
         self.add("", "events", ns, {
-            "metadata": self.meta("Event", ev_name, ns), "involvedObject": involved,
-            "reason": reason, "message": message, "type": etype, "count": count,
-            "source": {"component": component}, "firstTimestamp": STARTED,
-            "lastTimestamp": STARTED, "reportingComponent": component,
-            "reportingInstance": NODE_NAME})
+            "metadata": ev_meta, "involvedObject": involved, "reason": reason,
+            "message": message, "source": source, "firstTimestamp": stamp(first),
+            "lastTimestamp": stamp(last), "count": count, "type": etype, "eventTime": None,
+            "reportingComponent": "kubelet", "reportingInstance": NODE_NAME})
         self.add("events.k8s.io", "events", ns, {
-            "metadata": self.meta("Event", ev_name, ns), "regarding": involved,
-            "reason": reason, "note": message, "type": etype,
-            "deprecatedCount": count, "deprecatedSource": {"component": component},
-            "deprecatedFirstTimestamp": STARTED, "deprecatedLastTimestamp": STARTED,
-            "reportingController": component, "reportingInstance": NODE_NAME,
-            "eventTime": None})
+            "metadata": ev_meta, "eventTime": None, "reportingController": "kubelet",
+            "reportingInstance": NODE_NAME, "reason": reason, "regarding": involved,
+            "note": message, "type": etype, "deprecatedSource": source,
+            "deprecatedFirstTimestamp": stamp(first), "deprecatedLastTimestamp": stamp(last),
+            "deprecatedCount": count})
 
     def _deployment(self, ns: str, name: str, labels: dict[str, str], cname: str, image: str,
                     args: list[str], ports: list[Obj], replicas: int, restarted: bool,
@@ -491,7 +590,7 @@ class KubeWorld:
             "metadata": self.meta("Lease", "431e83f4.teleport.dev", ns),
             "spec": {"holderIdentity": f"{chart}-operator_{self._uid('lease', ns)}",
                      "leaseDurationSeconds": 15, "leaseTransitions": 1,
-                     "renewTime": "2026-11-26T10:00:31.000000Z"}})
+                     "renewTime": stamp_frac((self.t0 - 4) * NS, 6)}})
         self.add("cert-manager.io", "certificates", ns, {
             "metadata": self.meta("Certificate", chart, ns, labels),
             "spec": {"secretName": f"{chart}-tls",
@@ -502,7 +601,7 @@ class KubeWorld:
                                        "reason": "Ready",
                                        "message": "Certificate is up to date and has not "
                                                   "expired"}],
-                       "notAfter": "2027-02-24T09:00:00Z"}})
+                       "notAfter": stamp(self.created + 90 * 86400)}})
         self.add("cert-manager.io", "issuers", ns, {
             "metadata": self.meta("Issuer", chart, ns, labels),
             "spec": {"acme": {"server": "https://acme-v02.api.letsencrypt.org/directory"}}})
@@ -557,19 +656,33 @@ class KubeWorld:
 
     # ---- logs -----------------------------------------------------------------------------
 
-    def log_lines(self, ns: str, pod: str, container: str, previous: bool) -> list[str]:
-        """The container's log as `<RFC3339Nano timestamp> <line>` entries."""
-        n = PREVIOUS_LOG_LINES if previous else CURRENT_LOG_LINES
-        minute = 40 if previous else 58
+    def log_entries(self, ns: str, pod: str, container: str,
+                    previous: bool) -> list[tuple[int, str]]:
+        """The container's log as (time in ns since the epoch, line) entries, oldest first.
+
+        The first line is a second after the container started; the others are 2 s apart
+        and end a minute before t0 (the current container) or a second before the previous
+        container terminated, 10 minutes before t0.
+        """
+        n = min(PREVIOUS_LOG_LINES, self.spec.log_lines) if previous else self.spec.log_lines
+        if previous:
+            start, end = self.t0 - PREV_START_S, self.t0 - PREV_END_S - 1
+        else:
+            start, end = self.started[(ns, pod)], self.t0 - LAST_LINE_S
         bearer = self.bearers.get((ns, pod), f"sim-bearer-{self._hex('b', ns, pod)}")
-        out: list[str] = []
+        out: list[tuple[int, str]] = []
         for i in range(n):
-            sec = i * 2
-            frac = int(self._hex("ts", ns, pod, previous, i, n=8), 16) % 1_000_000_000
-            ts = f"{LOG_DAY}:{minute + sec // 60:02d}:{sec % 60:02d}.{frac:09d}Z"
-            short = ts[:23] + "Z"
+            if 2 * (n - 1) <= end - start - 1:
+                sec = start + 1 if i == 0 else end - 2 * (n - 1 - i)
+                when = sec * NS + int(self._hex("ts", ns, pod, previous, i, n=8), 16) % NS
+            else:  # long logs: evenly spread, still in order
+                when = (start + 1) * NS + i * ((end - start - 1) * NS // (n - 1))
+                sec = when // NS
+            short = stamp_frac(when, 3)
             if container != "teleport":
-                msg = (f'10.244.0.1 - - [26/Nov/2026:10:{minute:02d}:{sec % 60:02d} +0000] '
+                t = time.gmtime(sec)
+                msg = (f"10.244.0.1 - - [{t.tm_mday:02d}/{MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+                       f"{time.strftime('%H:%M:%S', t)} +0000] "
                        f'"GET / HTTP/1.1" 200 615 "-" "kube-probe/1.31"')
             elif i == 0:
                 msg = (f"{short} INFO [PROC:1]    Starting Teleport v{self.version} with a "
@@ -588,8 +701,14 @@ class KubeWorld:
                 msg = (f"{short} INFO [AUDIT]     cert.create code:TC000I "
                        f"event_id:{self._uid('ev', pod, previous, i)} "
                        f"identity:[user:sim-{i % 5} roles:[access]] events/emitter.go:288")
-            out.append(f"{ts} {msg}")
+            out.append((when, msg))
         return out
+
+    def log_lines(self, ns: str, pod: str, container: str, previous: bool) -> list[str]:
+        """The container's log as `<RFC3339Nano timestamp> <line>` entries (9 fractional
+        digits)."""
+        return [f"{stamp_frac(when, 9)} {msg}"
+                for when, msg in self.log_entries(ns, pod, container, previous)]
 
 
 def make_tls(name: str) -> tuple[bytes, bytes, bytes]:
@@ -778,12 +897,53 @@ class KubeServer:
                                            f'"{name}" not found',
                           {"name": name, **({"group": group} if group else {}),
                            "kind": rtype.plural})
-        selector = request.query.get("labelSelector", "")
-        if selector:
-            items = [o for o in items if _matches(o, selector)]
+        return self._list(rtype, items, ns is None and rtype.namespaced, request)
+
+    def _list(self, rtype: RType, items: list[Obj], all_ns: bool,
+              request: web.Request) -> web.Response:
+        """A `{Kind}List`: `labelSelector`, then paging (`limit`, `continue`) as the real
+        API server does it (see `encode_continue`)."""
+        q = request.query
+        selector = q.get("labelSelector", "")
+        try:
+            match = parse_selector(selector)
+        except ValueError as exc:
+            return status(400, "BadRequest", str(exc))
+        try:
+            limit = int(q.get("limit") or 0)
+        except ValueError:
+            return status(400, "BadRequest",
+                          f'strconv.ParseInt: parsing "{q.get("limit")}": invalid syntax')
+        start = 0
+        token = q.get("continue", "")
+        if token:
+            if q.get("resourceVersion", "") not in ("", "0"):
+                return status(400, "BadRequest", "specifying resource version is not allowed "
+                                                 "when using continue")
+            try:
+                start_key = decode_continue(token)
+            except ValueError as exc:
+                return status(400, "BadRequest", f"invalid continue token: {exc}")
+            if start_key is None:
+                return status(410, "Expired", EXPIRED_MESSAGE)
+            start = next((i for i, o in enumerate(items)
+                          if list_key(o, all_ns) >= start_key), len(items))
+        page: list[Obj] = []
+        meta: Obj = {"resourceVersion": RV}
+        for i in range(start, len(items)):
+            if not match(items[i]):
+                continue
+            if limit > 0 and len(page) == limit:
+                # More objects remain: the continue token starts after the last one returned.
+                meta["continue"] = encode_continue(list_key(page[-1], all_ns) + "\x00")
+                if not selector:
+                    # Unknown, and so left out, when the list has a selector.
+                    meta["remainingItemCount"] = len(items) - i
+                break
+            page.append(items[i])
         return web.json_response({
             "kind": f"{rtype.kind}List", "apiVersion": rtype.api_version,
-            "metadata": {"resourceVersion": RV}, "items": items})
+            "metadata": meta, "items": page})
 
     def _forbidden(self, rtype: RType, verb: str, ns: str | None,
                    name: str | None) -> web.Response:
@@ -820,37 +980,154 @@ class KubeServer:
         if previous and containers[container] == 0:
             return status(400, "BadRequest", f'previous terminated container "{container}" '
                                              f'in pod "{pod}" not found')
-        lines = self.world.log_lines(ns, pod, container, previous)
-        if q.get("timestamps", "false").lower() not in ("1", "true"):
-            lines = [line.split(" ", 1)[1] for line in lines]
         try:
             tail = int(q["tailLines"]) if "tailLines" in q else -1
             limit = int(q["limitBytes"]) if "limitBytes" in q else -1
+            since_s = int(q["sinceSeconds"]) if "sinceSeconds" in q else None
         except ValueError:
             return status(400, "BadRequest", "invalid log options")
+        since_ns: int | None = None
+        if "sinceTime" in q:
+            since_ns = parse_time(q["sinceTime"])
+            if since_ns is None:
+                return status(400, "BadRequest",
+                              f'parsing time "{q["sinceTime"]}" as '
+                              '"2006-01-02T15:04:05Z07:00": cannot parse')
+        if since_s is not None:
+            if since_ns is not None:
+                return invalid("PodLogOptions", pod, [(
+                    "", "FieldValueForbidden",
+                    "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be "
+                    "specified")])
+            if since_s < 1:
+                return invalid("PodLogOptions", pod, [(
+                    "sinceSeconds", "FieldValueInvalid",
+                    f"Invalid value: {since_s}: must be greater than 0")])
+            since_ns = time.time_ns() - since_s * NS
+        entries = self.world.log_entries(ns, pod, container, previous)
+        # As the kubelet: the last tailLines lines, of them those since sinceTime/sinceSeconds,
+        # then at most limitBytes bytes.
         if tail >= 0:
-            lines = lines[len(lines) - tail:] if tail else []
+            entries = entries[len(entries) - tail:] if tail else []
+        if since_ns is not None:
+            entries = [e for e in entries if e[0] >= since_ns]
+        stamps = q.get("timestamps", "false").lower() in ("1", "true")
+        lines = [f"{stamp_frac(when, 9)} {msg}" if stamps else msg for when, msg in entries]
         body = "".join(line + "\n" for line in lines).encode()
         if limit > 0:
             body = body[:limit]
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
-def _matches(obj: Obj, selector: str) -> bool:
-    """Equality-based label selectors (`a=b,c!=d,e`)."""
-    labels: dict[str, str] = obj.get("metadata", {}).get("labels", {}) or {}
-    for term in (t.strip() for t in selector.split(",") if t.strip()):
-        if "!=" in term:
-            k, v = term.split("!=", 1)
-            if labels.get(k.strip()) == v.strip():
+def list_key(obj: Obj, all_ns: bool) -> str:
+    """The object's etcd key below the list's prefix (`ns/name` across namespaces, else
+    `name`): lists are in this order and continue tokens point into it."""
+    md = obj["metadata"]
+    return f"{md['namespace']}/{md['name']}" if all_ns and "namespace" in md else str(md["name"])
+
+
+def encode_continue(start_key: str) -> str:
+    """A continue token as the real API server makes it: unpadded URL-safe base64 of
+    `{"v":"meta.k8s.io/v1","rv":<list resourceVersion>,"start":"<key after the last item>"}`.
+    """
+    raw = json.dumps({"v": CONTINUE_VERSION, "rv": int(RV), "start": start_key},
+                     separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_continue(token: str) -> str | None:
+    """The start key of a continue token; None if the token is well-formed but of another
+    resourceVersion (the real server: 410 Expired, compacted). ValueError (the real 400
+    message) if it is not a token at all."""
+    generic = "continue key is not valid"
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        doc = json.loads(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"{generic}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{generic}: json: cannot unmarshal into Go value of type "
+                         "storage.continueToken")
+    if doc.get("v") != CONTINUE_VERSION:
+        raise ValueError(f"{generic}: server does not recognize this encoded version "
+                         f"{doc.get('v', '')}")
+    rv, start = doc.get("rv"), doc.get("start")
+    if not isinstance(rv, int) or isinstance(rv, bool) or rv <= 0:
+        raise ValueError(f"{generic}: incorrect encoded start resourceVersion "
+                         f"(version {CONTINUE_VERSION})")
+    if not isinstance(start, str) or not start:
+        raise ValueError(f"{generic}: encoded start key empty (version {CONTINUE_VERSION})")
+    if rv != int(RV):
+        return None
+    return start
+
+
+_KEY = r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_VALUE = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_EXISTS = re.compile(rf"(?P<neg>!?)\s*(?P<key>{_KEY})")
+_EQUALITY = re.compile(rf"(?P<key>{_KEY})\s*(?P<op>==|=|!=)\s*(?P<value>{_VALUE})")
+_SET = re.compile(rf"(?P<key>{_KEY})\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)")
+_ORDER = re.compile(rf"(?P<key>{_KEY})\s*(?P<op>[<>])\s*(?P<value>-?\d+)")
+
+
+def split_selector(selector: str) -> list[str]:
+    """The terms of a label selector: split at the commas outside parentheses."""
+    terms, depth, cur = [], 0, ""
+    for ch in selector:
+        if ch == "," and depth == 0:
+            terms.append(cur)
+            cur = ""
+            continue
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            raise ValueError(f"unable to parse requirement: found ')' in {selector!r}")
+        cur += ch
+    if depth:
+        raise ValueError(f"unable to parse requirement: unclosed '(' in {selector!r}")
+    return [*terms, cur]
+
+
+def _requirement(term: str) -> Callable[[dict[str, str]], bool]:
+    """One term of a label selector as a predicate on the labels; ValueError if invalid."""
+    if m := _SET.fullmatch(term):
+        key, op = m["key"], m["op"]
+        values = {v.strip() for v in m["values"].split(",")}
+        if not m["values"].strip():
+            raise ValueError("for 'in', 'notin' operators, values set can't be empty")
+        if bad := sorted(v for v in values if not re.fullmatch(_VALUE, v)):
+            raise ValueError(f"unable to parse requirement: invalid label value: {bad[0]!r}")
+        if op == "in":
+            return lambda labels: labels.get(key) in values
+        return lambda labels: labels.get(key) not in values
+    if m := _EQUALITY.fullmatch(term):
+        key, value = m["key"], m["value"]
+        if m["op"] == "!=":
+            return lambda labels: labels.get(key) != value
+        return lambda labels: labels.get(key) == value
+    if m := _ORDER.fullmatch(term):
+        key, bound, greater = m["key"], int(m["value"]), m["op"] == ">"
+
+        def order(labels: dict[str, str]) -> bool:
+            value = labels.get(key, "")
+            if not re.fullmatch(r"-?\d+", value):
                 return False
-        elif "=" in term:
-            k, v = term.replace("==", "=").split("=", 1)
-            if labels.get(k.strip()) != v.strip():
-                return False
-        elif term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif term not in labels:
-            return False
-    return True
+            return int(value) > bound if greater else int(value) < bound
+        return order
+    if m := _EXISTS.fullmatch(term):
+        key, negated = m["key"], bool(m["neg"])
+        return lambda labels: (key in labels) != negated
+    raise ValueError(f"unable to parse requirement: {term!r}")
+
+
+def parse_selector(selector: str) -> Callable[[Obj], bool]:
+    """A label selector (`labelSelector`) as a predicate on objects: comma-joined terms
+    `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, `k>n`, `k<n`.
+    ValueError (the 400 message) if it does not parse."""
+    if not selector.strip():
+        return lambda obj: True
+    reqs = [_requirement(t.strip()) for t in split_selector(selector)]
+
+    def match(obj: Obj) -> bool:
+        labels: dict[str, str] = obj.get("metadata", {}).get("labels") or {}
+        return all(r(labels) for r in reqs)
+    return match

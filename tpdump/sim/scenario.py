@@ -97,6 +97,7 @@ class KubeSpec:
     namespaces: tuple[str, ...] = ("teleport-cluster",)
     pods: int = 3
     denied_resources: tuple[str, ...] = ()
+    log_lines: int = 30  # lines of each current container log
 
 
 @dataclass(frozen=True)
@@ -339,10 +340,13 @@ def _parse_group(raw: object, path: str, default_version: str, base_dir: Path) -
 
 def _parse_kube(raw: object) -> KubeSpec:
     m = _mapping(raw, "kube")
-    _check_keys(m, "kube", {"enabled", "namespaces", "pods", "denied_resources"})
+    _check_keys(m, "kube", {"enabled", "namespaces", "pods", "denied_resources", "log_lines"})
     pods = _int(m.get("pods", 3), "kube.pods")
     if pods < 0:
         raise ScenarioError(f"kube.pods: {pods} is negative")
+    log_lines = _int(m.get("log_lines", 30), "kube.log_lines")
+    if log_lines < 1:
+        raise ScenarioError(f"kube.log_lines: {log_lines} must be at least 1")
     return KubeSpec(
         enabled=_bool(m.get("enabled", False), "kube.enabled"),
         namespaces=tuple(
@@ -355,6 +359,7 @@ def _parse_kube(raw: object) -> KubeSpec:
             _str(v, f"kube.denied_resources[{i}]")
             for i, v in enumerate(_list(m.get("denied_resources", []), "kube.denied_resources"))
         ),
+        log_lines=log_lines,
     )
 
 
