@@ -29,6 +29,7 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(PY) bench/fanout.py
 	$(PY) bench/sos_compare.py
+	$(PY) bench/kube.py
 
 clean:
 	rm -rf $(VENV) dumps build *.egg-info
