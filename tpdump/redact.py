@@ -7,16 +7,18 @@ leaves a marker naming what was removed, and is counted by category for the repo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
 
 MARKER = "<redacted by tpdump: {}>"
+_MARKER_HEAD = MARKER.split("{", 1)[0]
 # libyaml when PyYAML has it (10x faster than the pure-Python parser and emitter).
 Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -56,28 +58,70 @@ _PEM_BYTES = re.compile(
     rb"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)",
     re.DOTALL,
 )
-_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/=]{8,}")
-_COOKIE = re.compile(r"(?i)\b((?:set-)?cookie)(\s*[:=]\s*)[^\r\n\"\\]+")
+# A private key's lines left without their BEGIN line (a log tail cut inside the block,
+# or a block whose lines came out in reverse order): the END line and the base64 lines
+# around it.
+_PEM_END = re.compile(r"-----END ((?:[A-Z0-9]+ )*)PRIVATE KEY-----")
+_PEM_BODY = re.compile(r"[ \t]*(?:[A-Za-z0-9+/=]+|(?:Proc-Type|DEK-Info):[^\n]*)[ \t\r]*")
+# The token is not a run that ends in the word "bearer" before a blank (in `BEARER
+# authorization=Bearer tok` the token is the last word).
+_BEARER = re.compile(
+    r"(?i)\b(bearer)\s+(?![A-Za-z0-9\-._~+/=]*?\bbearer\s)[A-Za-z0-9\-._~+/=]{8,}")
+# The value starts with a non-blank (so that `cookie: "<marker>"` in YAML is left alone).
+_COOKIE = re.compile(r"(?i)\b((?:set-)?cookie)(\s*[:=]\s*)([^\s\"\\][^\r\n\"\\]*)")
 _KV = re.compile(
-    r"(?i)(?P<key>[\"']?\b(?:auth[_-]?token|join[_-]?token|token[_-]?name|token|password|passwd|"
-    r"client[_-]?secret|secret[_-]?key|secret|api[_-]?key|private[_-]?key|bearer[_-]?token|"
-    r"session[_-]?token)[\"']?)(?P<sep>\s*[:=]\s*)(?P<val>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&}\]\"'\\]+)"
+    r"(?i)(?P<key>[\"']?\b(?:auth[_-]?token|join[_-]?token|token[_-]?name|token|password[_-]?hash|"
+    r"pass[_-]?hash|password|passwd|client[_-]?secret|secret[_-]?key|secret|api[_-]?key|"
+    r"private[_-]?key[_-]?pem|private[_-]?key|bearer[_-]?token|session[_-]?token)[\"']?)"
+    r"(?P<sep>\s*[:=]\s*)(?P<val>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&}\]\"'\\]+)"
 )
-# A cheap first look: text without any of these words cannot match the patterns above.
-_HINT = re.compile(r"(?i)private key|bearer|cookie|token|passw|secret|api[_-]?key")
-_HINT_WORDS = ("bearer", "cookie", "token", "passw", "secret", "api_key", "api-key",
-               "apikey")
+# A cheap first look: text without any of these words cannot match the patterns above
+# ("priv" for private_key and "PRIVATE KEY"; in JSON documents also '"key"', the private
+# half of key pairs).
+_HINT_WORDS = ("bearer", "cookie", "token", "passw", "pass_hash", "pass-hash", "secret",
+               "api_key", "api-key", "apikey", "priv")
+_HINT_TEXT = re.compile("|".join(_HINT_WORDS), re.IGNORECASE)
+_HINT_JSON = (*(w.encode() for w in _HINT_WORDS), b'"key"')
+# A line with a non-blank that is not `{…}`: in a JSON-lines log, part of a text run.
+_NOT_JSON_LINE = re.compile(rb"(?m)^(?![ \t]*\{[^\n]*\}[ \t\r]*$)(?=[^\n]*\S)[^\n]*")
+
+
+def _hint_lines_bytes(raw: bytes) -> list[tuple[int, int]]:
+    """_hint_lines for bytes (bytes.lower() only folds ASCII: offsets stay put)."""
+    low = raw.lower()
+    hits: list[int] = []
+    for word in _HINT_JSON:
+        i = low.find(word)
+        while i >= 0:
+            hits.append(i)
+            i = low.find(word, i + 1)
+    spans: list[tuple[int, int]] = []
+    for hit in sorted(hits):
+        if spans and hit < spans[-1][1]:
+            continue
+        start = raw.rfind(b"\n", 0, hit) + 1
+        end = raw.find(b"\n", hit)
+        spans.append((start, len(raw) if end < 0 else end))
+    return spans
 
 
 def _hint_lines(value: str) -> list[tuple[int, int]]:
     """(start, end) of every line holding a hint word, found with str.find (C speed)."""
     low = value.lower()
+    if len(low) != len(value):
+        # Some characters lower-case to two (U+0130 "İ"): offsets in `low` would not be
+        # offsets in `value`; the (slower) regex finds the words in place.
+        return _spans(value, [m.start() for m in _HINT_TEXT.finditer(value)])
     hits: list[int] = []
     for word in _HINT_WORDS:
         i = low.find(word)
         while i >= 0:
             hits.append(i)
             i = low.find(word, i + 1)
+    return _spans(value, hits)
+
+
+def _spans(value: str, hits: list[int]) -> list[tuple[int, int]]:
     if not hits:
         return []
     spans: list[tuple[int, int]] = []
@@ -91,6 +135,18 @@ def _hint_lines(value: str) -> list[tuple[int, int]]:
 # Command-line flags whose value is a secret (`--token=X` or `--token X`).
 SECRET_FLAGS = ("--token", "--auth-token", "--join-token", "--password", "--secret",
                 "--client-secret", "--api-key")
+
+
+# Environment variables whose value is a secret, by a word in their name.
+_SECRET_ENV_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE",
+                     "API_KEY", "APIKEY", "ACCESS_KEY", "AUTH", "COOKIE", "SESSION")
+_URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]+:)[^@\s/]+@")
+
+
+def secret_env_name(name: str) -> bool:
+    """Whether an environment variable's value is treated as a secret (by its name)."""
+    upper = name.upper()
+    return any(word in upper for word in _SECRET_ENV_WORDS)
 
 
 class Redactor:
@@ -112,6 +168,8 @@ class Redactor:
         closely (logs are megabytes; secrets are on few of their lines)."""
         if "PRIVATE KEY-----" in value:
             value = _PEM.sub(lambda m: self.marker("private key"), value)
+            if "PRIVATE KEY-----" in value:
+                value = self._pem_remains(value)
         spans = _hint_lines(value)
         if not spans:
             return value
@@ -127,13 +185,47 @@ class Redactor:
     def _line(self, line: str) -> str:
         line = _BEARER.sub(lambda m: f"{m.group(1)} {self.marker('bearer token')}", line)
         line = _KV.sub(self._kv, line)
-        return _COOKIE.sub(lambda m: f"{m.group(1)}{m.group(2)}{self.marker('cookie')}", line)
+        return _COOKIE.sub(self._cookie, line)
+
+    def _cookie(self, m: re.Match[str]) -> str:
+        value = m.group(3).strip()
+        if value.startswith(_MARKER_HEAD) or not any(c.isalnum() for c in value) or \
+                value.lower() in ("true", "false", "null", "~"):
+            return m.group(0)  # already redacted, punctuation (`cookie: []`), or a flag
+        return f"{m.group(1)}{m.group(2)}{self.marker('cookie')}"
+
+    def _pem_remains(self, value: str) -> str:
+        """Key lines that _PEM cannot see: an END line without its BEGIN, with the base64
+        lines before it (the head of the block was cut off) and after it (the block's
+        lines came reversed), are replaced by one marker."""
+        lines = value.split("\n")
+        drop = [False] * len(lines)
+        for i, line in enumerate(lines):
+            if not _PEM_END.search(line):
+                continue
+            drop[i] = True
+            j = i - 1
+            while j >= 0 and not drop[j] and _PEM_BODY.fullmatch(lines[j]):
+                drop[j] = True
+                j -= 1
+            j = i + 1
+            while j < len(lines) and _PEM_BODY.fullmatch(lines[j]) and lines[j].strip():
+                drop[j] = True
+                j += 1
+        out: list[str] = []
+        for i, line in enumerate(lines):
+            if not drop[i]:
+                out.append(line)
+            elif i == 0 or not drop[i - 1]:
+                out.append(self.marker("private key"))
+        return "\n".join(out)
 
     def _kv(self, m: re.Match[str]) -> str:
         val = m.group("val")
         bare = val.strip("\"'")
-        if not bare or bare.startswith("<") or bare.lower() in ("true", "false", "null"):
-            return m.group(0)
+        if not bare.strip("[{(:=") or bare.startswith("<") or \
+                bare.lower() in ("true", "false", "null"):
+            return m.group(0)  # nothing, syntax (`api_key: []`, `token::`), a marker
         key = m.group("key").strip("\"'").lower().replace("-", "_")
         category = SECRET_KEYS.get(key, "secret")
         quote = val[0] if val[0] in "\"'" else ""
@@ -148,21 +240,48 @@ class Redactor:
 
     def json_lines(self, raw: bytes) -> bytes:
         """JSON-lines logs: each line that parses is redacted as a document (so it stays
-        valid JSON); other lines by the text patterns."""
-        out = []
-        for line in raw.split(b"\n"):
-            text = line.decode("utf-8", "surrogateescape")
-            if not _HINT.search(text):
-                out.append(line)
+        valid JSON); runs of other lines together by the text patterns (a private key
+        printed over several lines is one secret). Only lines with a hint word, and lines
+        that do not look like JSON objects, are looked at (found over the whole buffer at
+        C speed); the others are copied."""
+        lines = dict(_hint_lines_bytes(raw))  # start -> end of the lines to look at
+        lines.update((m.start(), m.end()) for m in _NOT_JSON_LINE.finditer(raw))
+        if not lines:
+            return raw
+        out: list[bytes] = []
+        pos = 0
+        run = (-1, -1)  # consecutive lines that are not JSON: redacted together
+
+        def flush() -> None:
+            nonlocal pos, run
+            if run[0] >= 0:
+                out.append(raw[pos:run[0]])
+                out.append(self.data(raw[run[0]:run[1]]))
+                pos, run = run[1], (-1, -1)
+
+        for start in sorted(lines):
+            end = lines[start]
+            line = raw[start:end]
+            bare = line.strip()
+            doc: Any = None
+            is_json = False
+            if bare.startswith(b"{") and bare.endswith(b"}"):
+                with contextlib.suppress(ValueError):
+                    doc, is_json = json.loads(line.decode("utf-8", "surrogateescape")), True
+            if not is_json:
+                if run[0] >= 0 and run[1] + 1 == start:
+                    run = (run[0], end)
+                else:
+                    flush()
+                    run = (start, end)
                 continue
-            try:
-                doc = json.loads(text)
-            except ValueError:
-                out.append(self.text(text).encode("utf-8", "surrogateescape"))
-                continue
-            out.append(json.dumps(self.document(doc), ensure_ascii=False).encode(
-                "utf-8", "surrogateescape"))
-        return b"\n".join(out)
+            flush()
+            out.append(raw[pos:start])
+            out.append(_json_line(self.document(doc)))
+            pos = end
+        flush()
+        out.append(raw[pos:])
+        return b"".join(out)
 
     # --- command lines -----------------------------------------------------------
     def cmdline(self, argv: list[str]) -> list[str]:
@@ -184,6 +303,27 @@ class Redactor:
                 continue
             out.append(self.text(arg))
         return out
+
+    # --- process environments -------------------------------------------------------
+    def environ(self, raw: bytes) -> str:
+        """`/proc/<pid>/environ` (NUL-separated) as `NAME=value` lines: values of
+        secret-looking names are replaced, credentials in URLs (`http://u:pw@proxy`) too,
+        and every value passes the text patterns."""
+        out = []
+        for item in raw.split(b"\0"):
+            if not item:
+                continue
+            name, eq, value = item.decode("utf-8", "replace").partition("=")
+            name = name.replace("\n", " ")
+            value = value.replace("\n", " ")
+            if eq and value and secret_env_name(name):
+                value = self.marker("environment secret")
+            elif eq:
+                value = _URL_CREDENTIALS.sub(
+                    lambda m: f"{m.group(1)}{self.marker('password')}@", value)
+                value = self.text(value)
+            out.append(f"{name}{eq}{value}\n")
+        return "".join(out)
 
     # --- structured documents ----------------------------------------------------
     def document(self, doc: Any) -> Any:
@@ -209,17 +349,36 @@ class Redactor:
         category = SECRET_KEYS.get(low)
         if low == "key" and _KEYPAIR_SIBLINGS & {str(k).lower() for k in parent}:
             category = "private key"
-        if category is not None and _has_content(value):
+        if category is not None and _has_content(value) and not _is_marker(value):
             if low == "tokens" and isinstance(value, list):
                 return [self._static_token(v) for v in value]
             if isinstance(value, Mapping | list):
                 # e.g. `token: {name: ...}` nested forms: keep the shape, hide leaves.
-                return _hide_leaves(value, lambda: self.marker(category))
+                return _hide_leaves(value, lambda v: v if _is_marker(v) else
+                                    self.marker(category))
             return self.marker(category)
+        if isinstance(value, str):
+            in_context = self._pair(key, value)
+            if in_context is not None:
+                return in_context
         return self.document(value)
+
+    def _pair(self, key: str, value: str) -> str | None:
+        """`value` redacted as the text `key: value` would be, when its key changes what
+        the patterns find (`X-Token: abc`, a key `Set-Cookie`); None when it does not."""
+        if not _hint_lines(key):
+            return None
+        head = f"{key}: "
+        probe = Redactor().text(head + value)  # a scratch redactor: nothing counted
+        if probe == head + Redactor().text(value):
+            return None
+        redacted = self.text(head + value)
+        return redacted[len(head):] if redacted.startswith(head) else self.marker("secret")
 
     def _static_token(self, value: Any) -> Any:
         # auth_service.tokens entries look like "node,proxy:secret": keep the roles.
+        if _is_marker(value):
+            return value
         if isinstance(value, str) and ":" in value:
             roles, _, _ = value.rpartition(":")
             return f"{roles}:{self.marker('join token')}"
@@ -228,53 +387,170 @@ class Redactor:
     def yaml_text(self, text: str) -> tuple[str, bool]:
         """Redact a YAML file in place, keeping its text verbatim but for the secret
         values; returns (text, parsed). Unparsable YAML falls back to the text patterns,
-        so a malformed file still never leaks what they catch."""
+        so a malformed file still never leaks what they catch.
+
+        Values under secret keys become markers; other scalars (and keys) in which the
+        text patterns find a secret are rewritten as double-quoted scalars holding the
+        redacted value, so that a marker (which holds ": ") never lands in a plain
+        scalar; the text patterns then only have comments left to act on."""
         try:
             roots = list(yaml.compose_all(text, Loader=Loader))
         except (yaml.YAMLError, UnicodeError):  # malformed, or bytes that are not UTF-8
             return self.text(text), False
-        spans: list[tuple[int, int, str]] = []
+        if not any(isinstance(r, yaml.MappingNode | yaml.SequenceNode) for r in roots):
+            return self.text(text), False
+        spans: list[tuple[int, int, int, str]] = []  # start, priority, end, replacement
+        seen: set[int] = set()
         for root in roots:
             if root is not None:
-                self._collect(root, spans)
-        if not spans and not any(isinstance(r, yaml.MappingNode | yaml.SequenceNode)
-                                 for r in roots):
-            return self.text(text), False
+                self._collect(root, text, spans, seen)
         out: list[str] = []
         pos = 0
-        for start, end, replacement in sorted(spans):
+        for start, _, end, replacement in sorted(spans):
             if start < pos:
                 continue
             out.append(text[pos:start])
             out.append(replacement)
             pos = end
         out.append(text[pos:])
-        return self.text("".join(out)), True
+        done = "".join(out)
+        final = self.text(done)  # secrets in comments
+        if final == done or _same_yaml(final, done):
+            return final, True
+        # The rare file where the text patterns would break the YAML (a pattern across
+        # YAML syntax): its documents redacted and dumped afresh (comments are lost), or
+        # if even that does not survive the patterns, plain text redaction.
+        try:
+            docs = list(yaml.load_all(done, Loader=Loader))
+        except (yaml.YAMLError, UnicodeError):
+            return final, False
+        redumped = dump_yaml([self.document(d) for d in docs])
+        final = self.text(redumped)
+        if final == redumped or _same_yaml(final, redumped):
+            return final, True
+        # Every string value of the re-dumped documents already went through the text
+        # patterns (document() applies them); what they would still change is YAML syntax
+        # (`cookie: []`), so the re-dumped text is kept.
+        return redumped, True
 
-    def _collect(self, node: yaml.Node, spans: list[tuple[int, int, str]]) -> None:
-        if isinstance(node, yaml.MappingNode):
+    def _collect(self, node: yaml.Node, text: str, spans: list[tuple[int, int, int, str]],
+                 seen: set[int]) -> None:
+        if id(node) in seen:  # an alias of a node already looked at
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            value = str(node.value)
+            new = self.text(value)
+            if new != value:
+                spans.append(_leaf_span(text, node, 1, _yaml_quote(new)))
+        elif isinstance(node, yaml.MappingNode):
             keys = {str(k.value).lower() for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+            if _scalar_at(node, "kind") == "token":
+                # A provision token's name IS the secret (as in document()).
+                name = _node_at(_node_at(node, "metadata"), "name")
+                if isinstance(name, yaml.ScalarNode) and name.value and \
+                        not _is_marker(name.value):
+                    spans.append(_leaf_span(text, name, 0,
+                                            f'"{self.marker("join token")}"'))
             for key_node, value in node.value:
+                self._collect(key_node, text, spans, seen)
                 key = str(key_node.value).lower() if isinstance(key_node, yaml.ScalarNode) else ""
                 category = SECRET_KEYS.get(key)
                 if key == "key" and _KEYPAIR_SIBLINGS & keys:
                     category = "private key"
                 if category is None:
-                    self._collect(value, spans)
+                    if isinstance(key_node, yaml.ScalarNode) and \
+                            isinstance(value, yaml.ScalarNode) and value.value != "" and \
+                            not value.tag.endswith((":null", ":bool")) and id(value) not in seen:
+                        in_context = self._pair(str(key_node.value), str(value.value))
+                        if in_context is not None:
+                            seen.add(id(value))
+                            spans.append(_leaf_span(text, value, 1, _yaml_quote(in_context)))
+                    self._collect(value, text, spans, seen)
                     continue
                 for leaf in _scalar_leaves(value):
                     if leaf.value in ("", None) or leaf.tag.endswith(":null") or \
-                            leaf.tag.endswith(":bool"):
+                            leaf.tag.endswith(":bool") or _is_marker(leaf.value):
                         continue
                     if key == "tokens" and ":" in str(leaf.value):
                         roles = str(leaf.value).rpartition(":")[0]
-                        new = f'"{roles}:{self.marker("join token")}"'
+                        new = _yaml_quote(f"{roles}:{self.marker('join token')}")
                     else:
                         new = f'"{self.marker(category)}"'
-                    spans.append((leaf.start_mark.index, leaf.end_mark.index, new))
+                    spans.append(_leaf_span(text, leaf, 0, new))
         elif isinstance(node, yaml.SequenceNode):
             for item in node.value:
-                self._collect(item, spans)
+                self._collect(item, text, spans, seen)
+
+
+_ANCHOR = re.compile(r"&[^\s,\[\]{}]+")
+_TAG = re.compile(r"![^\s,\[\]{}]*")
+_YAML_ESCAPE = re.compile('[\x00-\x1f"\\\\\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]')
+_YAML_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+
+
+def _yaml_quote(value: str) -> str:
+    """A YAML double-quoted scalar for `value` (valid in block and flow context)."""
+    return '"' + _YAML_ESCAPE.sub(
+        lambda m: _YAML_ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), value) + '"'
+
+
+def _leaf_span(text: str, leaf: yaml.ScalarNode, priority: int,
+               replacement: str) -> tuple[int, int, int, str]:
+    """The span of a scalar to replace, minus what must stay: its anchor (aliases refer
+    to it; its tag goes, the replacement is a string) and the line breaks after a block
+    scalar (they end the line it is on)."""
+    start, end = leaf.start_mark.index, leaf.end_mark.index
+    if start == end:  # an empty value (`key:`): the replacement needs a blank before it
+        replacement = " " + replacement
+    seg = text[start:end]
+    end = start + len(seg.rstrip(" \t\r\n"))
+    anchor = ""
+    while True:
+        m = _ANCHOR.match(seg) or _TAG.match(seg)
+        if m is None or m.end() == 0:
+            break
+        if m.group().startswith("&"):
+            anchor = m.group() + " "
+        rest = seg[m.end():]
+        seg = rest.lstrip(" \t")
+        if len(seg) == len(rest):
+            break  # not followed by blanks: part of a plain scalar after all
+    return start, priority, end, anchor + replacement
+
+
+def _same_yaml(text: str, before: str) -> bool:
+    """Whether `text` parses to the same YAML events as `before` (what the text patterns
+    changed was in comments only)."""
+    def events(t: str) -> list[tuple[Any, ...]]:
+        return [(type(e).__name__, getattr(e, "value", None), getattr(e, "anchor", None),
+                 getattr(e, "tag", None)) for e in yaml.parse(t, Loader=Loader)]
+    try:
+        return events(text) == events(before)
+    except (yaml.YAMLError, UnicodeError):
+        return False
+
+
+def _json_line(doc: Any) -> bytes:
+    text = json.dumps(doc, ensure_ascii=False)
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate from a `\ud800` escape in the input
+        return json.dumps(doc).encode("ascii")
+
+
+def _node_at(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value of `key` in a mapping node (None if not a mapping or absent)."""
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v  # type: ignore[no-any-return]
+    return None
+
+
+def _scalar_at(node: yaml.Node, key: str) -> str | None:
+    value = _node_at(node, key)
+    return str(value.value) if isinstance(value, yaml.ScalarNode) else None
 
 
 def _scalar_leaves(node: yaml.Node) -> list[yaml.ScalarNode]:
@@ -288,17 +564,25 @@ def _scalar_leaves(node: yaml.Node) -> list[yaml.ScalarNode]:
 
 
 def _has_content(value: Any) -> bool:
-    if value is None or value is False:
+    """Whether a value under a secret key may hold a secret (a flag like `secret: true`
+    does not; yaml_text leaves booleans alone too)."""
+    if value is None or isinstance(value, bool):
         return False
     return not (isinstance(value, str | list | dict) and len(value) == 0)
 
 
-def _hide_leaves(value: Any, make: Any) -> Any:
+def _is_marker(value: Any) -> bool:
+    """A value redacted before (whole, or a static token's secret part): kept as it is,
+    so that redacting twice gives what redacting once gave."""
+    return isinstance(value, str) and value.endswith(">") and _MARKER_HEAD in value
+
+
+def _hide_leaves(value: Any, make: Callable[[Any], Any]) -> Any:
     if isinstance(value, Mapping):
         return {k: _hide_leaves(v, make) for k, v in value.items()}
     if isinstance(value, list):
         return [_hide_leaves(v, make) for v in value]
-    return make() if _has_content(value) else value
+    return make(value) if _has_content(value) else value
 
 
 class _Dumper(_BaseDumper):  # type: ignore[misc,valid-type]  # chosen at import
