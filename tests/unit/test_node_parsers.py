@@ -73,6 +73,12 @@ def test_newest_last_restores_time_order() -> None:
 
     assert newest_last(b"c\nb\na\n", False) == b"a\nb\nc\n"
     assert newest_last(b"c\nb\na-cut", True) == b"b\nc\n"
+    # A multi-line message keeps its own line order (a PEM block stays BEGIN..END).
+    listing = (b"t3 newest\nt2 key:\n    -----BEGIN X-----\n    body\n    -----END X-----\n"
+               b"t1 oldest\n")
+    assert newest_last(listing, False) == (
+        b"t1 oldest\nt2 key:\n    -----BEGIN X-----\n    body\n    -----END X-----\n"
+        b"t3 newest\n")
 
 
 def test_log_window_and_line_bound() -> None:

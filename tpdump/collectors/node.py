@@ -151,14 +151,37 @@ def parse_connections(text: str, pids: set[str]) -> list[dict[str, Any]]:
     return out
 
 
+# What --max-size cuts first: logs (newest lines kept), then bulk items (head kept);
+# everything else is whole or dropped (SPEC §10).
+_LOG_ITEMS = ("journal ", "log file")
+_BULK_ITEMS = ("diag /metrics", "data_dir listing", "probe", "process state")
+
+
+def item_priority(name: str) -> str:
+    """The archive priority of a node item, by its name."""
+    if name.startswith(_LOG_ITEMS):
+        return "log"
+    if name.startswith(_BULK_ITEMS):
+        return "bulk"
+    return "normal"
+
+
 def newest_last(data: bytes, truncated: bool) -> bytes:
-    """Lines of a newest-first listing in time order (a cut last line is dropped)."""
+    """Entries of a newest-first listing in time order (a cut last line is dropped). An
+    entry is a line and the indented continuation lines of a multi-line message, which
+    `journalctl -r` prints in their own order: they stay in it."""
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     elif truncated and lines:
         lines.pop()  # cut mid-line by the byte cap
-    return b"".join(line + b"\n" for line in reversed(lines))
+    entries: list[list[bytes]] = []
+    for line in lines:
+        if entries and line[:1] in (b" ", b"\t"):
+            entries[-1].append(line)
+        else:
+            entries.append([line])
+    return b"".join(line + b"\n" for entry in reversed(entries) for line in entry)
 
 
 _STAMP = re.compile(
@@ -268,7 +291,8 @@ class NodeCollector:
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
         rel = await self.archive.add(f"{self.base}/{path}", data, source=source,
-                                     truncated=truncated)
+                                     truncated=truncated, priority=item_priority(name),
+                                     node=self.result.instance.uuid)
         self.result.items.append(ItemResult(name, "truncated" if truncated else "ok", rel,
                                             len(data), round(time.monotonic() - started, 3)))
         if truncated:
@@ -416,6 +440,12 @@ class NodeCollector:
             args = self.redactor.cmdline(split_cmdline(body))
             await self.write(f"cmdline {pid}", "cmdline" if n == 0 else f"cmdline.{pid}",
                              "\0".join(args) + "\0", source=f"file: /proc/{pid}/cmdline",
+                             started=started)
+        for n, (name, body) in enumerate((k, v) for k, v in self.sections.items()
+                                         if k.startswith("environ ")):
+            pid = name.split(" ", 1)[1]
+            await self.write(f"environ {pid}", "environ" if n == 0 else f"environ.{pid}",
+                             self.redactor.environ(body), source=f"file: /proc/{pid}/environ",
                              started=started)
         if not self.argv:
             self.item_failed("cmdline", failure("TPD210", "no teleport process found"),

@@ -28,6 +28,7 @@ for p in $pids; do
   seen="$seen$p "
   sec "cmdline $p"
   cap < "$R/proc/$p/cmdline"
+  if [ -r "$R/proc/$p/environ" ]; then sec "environ $p"; cap < "$R/proc/$p/environ"; fi
   # The teleport binary: the argument named teleport (a wrapper or interpreter may be
   # first), else the first argument.
   [ -n "$exe" ] || exe=$(tr '\000' '\n' < "$R/proc/$p/cmdline" | grep -m 1 '/teleport$')

@@ -245,6 +245,27 @@ class SimNode:
         return self.inst.group.init == "systemd"
 
     @property
+    def environ(self) -> bytes:
+        """/proc/<pid>/environ of the teleport process (NUL-separated NAME=value)."""
+        env = [("LANG", "C.UTF-8"), ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+                                              "/usr/bin:/sbin:/bin"),
+               ("HOME", "/root"), ("TELEPORT_HOME", "/var/lib/teleport")]
+        if self.systemd:
+            env += [("INVOCATION_ID", f"{self.pid:08x}" * 4),
+                    ("JOURNAL_STREAM", f"8:{self.pid * 7}"), ("SYSTEMD_EXEC_PID", str(self.pid))]
+        c = self.canaries
+        if "env_token" in c:
+            env.append(("TELEPORT_AUTH_TOKEN", c["env_token"]))
+        if "env_aws_secret" in c:
+            env += [("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
+                    ("AWS_SECRET_ACCESS_KEY", c["env_aws_secret"])]
+        if "env_proxy_password" in c:
+            env.append(("HTTPS_PROXY",
+                        f"http://proxyuser:{c['env_proxy_password']}@proxy.internal:3128"))
+        env.append(("NO_PROXY", "localhost,127.0.0.1,.cluster.local"))
+        return b"".join(f"{k}={v}".encode() + b"\0" for k, v in env)
+
+    @property
     def uuid(self) -> str:
         return self.inst.uuid
 
@@ -380,6 +401,10 @@ class SimCluster:
             node.canaries["log_token"] = self.canaries.make("log_token", n)
             raw, _ = self.canaries.make_b64_raw("prockey", n)
             node.canaries["proc_key"] = raw
+            # The teleport process's environment (systemd Environment=, Helm env, shells).
+            node.canaries["env_token"] = self.canaries.make("env_token", n)
+            node.canaries["env_aws_secret"] = self.canaries.make("env_aws_secret", n)
+            node.canaries["env_proxy_password"] = self.canaries.make("env_proxy_password", n)
         return node
 
     def resolve(self, host: str) -> SimNode | None:

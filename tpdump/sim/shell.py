@@ -315,6 +315,10 @@ def run_probe(script: str, fs: NodeFS, node: SimNode, now: float) -> bytes:
         sec(b"cmdline " + p)
         data = _read(fs, path)
         out.extend(data[:cap])
+        env_path = f"{r}/proc/{p.decode()}/environ"
+        if _readable(fs, env_path):
+            sec(b"environ " + p)
+            out.extend(_read(fs, env_path)[:cap])
         if not exe:
             args = data.replace(b"\0", b"\n").split(b"\n")
             named = [a for a in args if a.endswith(b"/teleport")]

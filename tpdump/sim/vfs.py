@@ -327,6 +327,7 @@ class FSBuilder:
         if garbage:
             cmdline += b"--\xff\xfe\0"
         out[f"/proc/{pid}/cmdline"] = (cmdline, 0o444)
+        out[f"/proc/{pid}/environ"] = (node.environ, 0o400)
         out[f"/proc/{pid}/comm"] = (b"teleport\n", 0o644)
         out[f"/proc/{pid}/limits"] = (proc_limits(*model.nofile), 0o444)
         out["/proc/1/comm"] = (b"systemd\n" if node.systemd else b"init\n", 0o644)
