@@ -59,6 +59,15 @@ _VALUE_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("--kube-timeout",), "kube_timeout", "seconds for one Kubernetes API call"),
     (("--kube-log-lines",), "kube_log_lines", "newest lines of each pod log"),
     (("--kube-log-bytes",), "kube_log_bytes", "byte cap of each pod log (newest kept)"),
+    (("--obfuscation-key",), "obfuscation_key", "file with the key for --obfuscate: the same "
+                                                "key gives the same tokens in every dump"),
+    (("--obfuscation-map",), "obfuscation_map", "write the token → original mapping here "
+                                                "(stays with you, never in the archive)"),
+    (("--format",), "format", "archive format: tar.gz (default) or zip"),
+    (("--max-size",), "max_size", "hard cap of the archive, all parts together (e.g. 5MB); "
+                                  "logs are cut first, newest lines kept"),
+    (("--split-size",), "split_size", "write the archive as numbered parts of at most this "
+                                      "size (e.g. 10MB)"),
     (("-o", "--output"), "output", "archive path, or a directory to put it in"),
     (("--log-format",), "log_format", "console or json"),
 )
@@ -68,11 +77,12 @@ _FLOAT = {"connect_timeout", "node_timeout", "item_timeout", "timeout", "tctl_ti
 _KUBE = {"kubeconfig", "kube_context", "kube_namespace", "kube_concurrency", "kube_timeout",
          "kube_log_lines", "kube_log_bytes"}
 # What `tpdump node` accepts (no auth API, no SSH).
-_NODE_FLAGS = {"cluster_name", "profile", "item_timeout", "timeout", "max_output",
-               "log_window_h", "log_lines", "log_bytes", "sysroot", "output", "log_format"}
+_COMMON = {"cluster_name", "profile", "timeout", "output", "log_format", "obfuscation_key",
+           "obfuscation_map", "format", "max_size", "split_size"}
+_NODE_FLAGS = {*_COMMON, "item_timeout", "max_output", "log_window_h", "log_lines",
+               "log_bytes", "sysroot"}
 # What `tpdump kube` accepts.
-_KUBE_FLAGS = {"cluster_name", "profile", "timeout", "log_window_h", "output", "log_format",
-               *_KUBE}
+_KUBE_FLAGS = {*_COMMON, "log_window_h", *_KUBE}
 
 
 def _number(kind: type) -> Any:
@@ -95,6 +105,11 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         kind = int if dest in _INT else float if dest in _FLOAT else str
         p.add_argument(*flags, dest=dest, default=None, help=text,
                        type=_number(kind) if kind is not str else str)
+    p.add_argument("--obfuscate", dest="obfuscate", action=argparse.BooleanOptionalAction,
+                   default=None, help="replace hostnames, addresses, user names, e-mail "
+                   "addresses and cluster names by consistent one-way tokens")
+    p.add_argument("--obfuscate-uuids", dest="obfuscate_uuids", action="store_true",
+                   default=None, help="with --obfuscate: node UUIDs too")
     if command == "cluster":
         p.add_argument("--kube", dest="kube", action=argparse.BooleanOptionalAction,
                        default=None, help="also dump Kubernetes (default: when --kubeconfig "
@@ -147,7 +162,8 @@ def parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     file_values = load_file(args.config) if args.config else {}
     flags = {dest: getattr(args, dest) for _, dest, _ in _VALUE_FLAGS if hasattr(args, dest)}
-    for dest in ("insecure_accept_any_host_key", "quiet", "verbose", "kube"):
+    for dest in ("insecure_accept_any_host_key", "quiet", "verbose", "kube", "obfuscate",
+                 "obfuscate_uuids"):
         flags[dest] = getattr(args, dest, None)
     return resolve(file_values, flags)
 
@@ -158,11 +174,23 @@ def cmd_cluster(settings: Settings, command: str) -> int:
 
     run_log = configure(verbose=settings.verbose, quiet=settings.quiet, fmt=settings.log_format)
     outcome = anyio.run(run_cluster, settings, run_log, command)
-    print(f"archive: {outcome.archive}")
+    print_archive(outcome)
     if outcome.report:
         for line in summary_lines(outcome.report):
             print(line)
     return int(outcome.exit_code)
+
+
+def print_archive(outcome: Any) -> None:
+    """Where the archive is; for a split archive its parts and the command joining them."""
+    if outcome.join_command:
+        print(f"archive: {len(outcome.parts)} parts in {outcome.archive.parent}:")
+        for part in outcome.parts:
+            print(f"  {part.name}")
+        print(f"join them with: cd {shlex.quote(str(outcome.archive.parent))} && "
+              f"{outcome.join_command}")
+    else:
+        print(f"archive: {outcome.archive}")
 
 
 def cmd_kube(settings: Settings, command: str) -> int:
@@ -171,7 +199,7 @@ def cmd_kube(settings: Settings, command: str) -> int:
 
     run_log = configure(verbose=settings.verbose, quiet=settings.quiet, fmt=settings.log_format)
     outcome = anyio.run(run_kube, settings, run_log, command)
-    print(f"archive: {outcome.archive}")
+    print_archive(outcome)
     for line in summary_lines(outcome.report) if outcome.report else []:
         print(line)
     return int(outcome.exit_code)
@@ -185,7 +213,7 @@ def cmd_node(settings: Settings, command: str) -> int:
         raise UsageError(f"--sysroot {settings.sysroot}: not a directory")
     run_log = configure(verbose=settings.verbose, quiet=settings.quiet, fmt=settings.log_format)
     outcome = anyio.run(run_node, settings, run_log, command)
-    print(f"archive: {outcome.archive}")
+    print_archive(outcome)
     for line in summary_lines(outcome.report) if outcome.report else []:
         print(line)
     return int(outcome.exit_code)

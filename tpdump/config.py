@@ -173,7 +173,15 @@ class Settings:
     kube_timeout: float = 0.0
     kube_log_lines: int = 0
     kube_log_bytes: int = 0
+    # obfuscation (SPEC §8; secrets are stripped regardless)
+    obfuscate: bool = False
+    obfuscation_key: str | None = None
+    obfuscation_map: str | None = None
+    obfuscate_uuids: bool = False
     # output
+    format: str = "tar.gz"
+    max_size: int | None = None
+    split_size: int | None = None
     output: str | None = None
     quiet: bool = False
     verbose: bool = False
@@ -267,8 +275,9 @@ def _coerce(name: str, value: Any, base: Path | None) -> Any:
 
 
 _PATH_FIELDS = frozenset({"identity", "tctl", "ssh_key", "known_hosts", "ssh_config", "output",
-                          "sysroot", "kubeconfig"})
-_SIZE_FIELDS = frozenset({"max_output", "log_bytes", "sqlite_bytes", "kube_log_bytes"})
+                          "sysroot", "kubeconfig", "obfuscation_key", "obfuscation_map"})
+_SIZE_FIELDS = frozenset({"max_output", "log_bytes", "sqlite_bytes", "kube_log_bytes",
+                          "max_size", "split_size"})
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -307,9 +316,17 @@ def resolve(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> S
     merged.update(file_values)
     merged.update({k: _coerce(k, v, None) for k, v in flag_values.items() if v is not None})
     merged["profile"] = profile
+    if merged.get("format", "tar.gz") not in ("tar.gz", "zip"):
+        raise UsageError(f"--format: {merged['format']!r} is not tar.gz or zip")
     if merged.get("log_format", "console") not in ("console", "json"):
         raise UsageError(f"--log-format: {merged['log_format']!r} is not console or json")
     for kind in (*merged.get("include_kinds", ()), *merged.get("exclude_kinds", ())):
         if kind in FORBIDDEN_KINDS:
             raise UsageError(f"kind {kind!r} is never fetched: `tctl get all` includes secrets")
+    if (merged.get("obfuscation_key") or merged.get("obfuscation_map")
+            or merged.get("obfuscate_uuids")) and not merged.get("obfuscate"):
+        if "obfuscate" in flag_values and flag_values["obfuscate"] is False:
+            raise UsageError("--obfuscation-key, --obfuscation-map and --obfuscate-uuids need "
+                             "--obfuscate (--no-obfuscate was given)")
+        merged["obfuscate"] = True
     return Settings(**merged)

@@ -33,11 +33,14 @@ class KubeRun(Run):
             self.fatal = f"TPD500: the Kubernetes API cannot be used: {exc.text()}"
             self.problems.append(Problem("TPD500", "kube API", exc.text()))
             log.error("kubernetes unreachable", error=exc.text())
+        self.learn("cluster", self.summary.context)
         if not self.settings.cluster_name:
             self.cluster = f"kube-{self.summary.context or 'cluster'}"
 
     async def collect(self) -> None:
         self.counters.phase = "kube"
+        assert self.archive is not None
+        self.archive.expect_nodes(1)
         await self.collect_kube(self.api)
 
     async def aclose(self) -> None:

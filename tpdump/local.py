@@ -29,6 +29,7 @@ class NodeRun(Run):
         hostname = self._hostname()
         self.cluster = settings.cluster_name or f"node-{hostname}"
         self.instance = Instance(uuid=hostname, hostname=hostname)
+        self.learn("host", hostname)
 
     def _hostname(self) -> str:
         if self.settings.sysroot:
@@ -45,6 +46,7 @@ class NodeRun(Run):
         self.results.append(result)
         self.counters.phase = "nodes"
         self.counters.total = 1
+        self.archive.expect_nodes(1)
         started = time.monotonic()
         result.started_at = time.time()
         result.status = NodeStatus.INTERRUPTED
@@ -75,6 +77,7 @@ class NodeRun(Run):
         text = data.decode("utf-8", "replace").strip()
         if text:
             self.instance.uuid = text.splitlines()[0].strip()
+            self.learn("uuid", self.instance.uuid)
         services = collector.facts.get("configured_services")
         if isinstance(services, list):
             self.instance.services = set(services)

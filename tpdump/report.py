@@ -41,6 +41,8 @@ class RunFacts:
     archive_bytes: int = 0
     tctl_calls: int = 0
     kube: dict[str, Any] | None = None
+    obfuscation: dict[str, Any] | None = None
+    archive: dict[str, Any] | None = None
 
 
 def _ts(epoch: float) -> str:
@@ -116,6 +118,8 @@ def build(facts: RunFacts, nodes: list[NodeResult]) -> dict[str, Any]:
         "archive_bytes": facts.archive_bytes,
         "tctl_calls": facts.tctl_calls,
         "kube": facts.kube,
+        "obfuscation": facts.obfuscation,
+        "archive": facts.archive,
         "settings": facts.settings,
         "node_results": [
             {"uuid": n.instance.uuid, "hostname": n.instance.hostname, "dir": n.dir,
@@ -152,6 +156,10 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     kube = report.get("kube")
     if kube:
         lines.append(kube_line(kube))
+    arch = report.get("archive") or {}
+    if arch.get("cuts"):
+        lines.append(f"size cap: {len(arch['cuts'])} files cut to fit --max-size "
+                     f"({arch['cut_bytes']} bytes left out; see report.txt)")
     if report["fatal"]:
         lines.append(f"FATAL: {report['fatal']}")
     for g in report["problems"]:
@@ -215,6 +223,33 @@ def render_text(report: Mapping[str, Any]) -> str:
         out.append("  none found")
     for cat, count in report["redactions"].items():
         out.append(f"  {cat}: {count}")
+    obf = report.get("obfuscation")
+    out.append("")
+    if obf:
+        out.append(f"Obfuscated (--obfuscate, key {obf['key_id']}, {obf['key']}), distinct "
+                   "values by category:")
+        for cat, count in obf["distinct"].items():
+            out.append(f"  {cat}: {count} ({obf['replacements'].get(cat, 0)} replacements)")
+    else:
+        out.append("Not obfuscated: host names, addresses and user names are as found "
+                   "(--obfuscate replaces them).")
+    arch = report.get("archive") or {}
+    if arch.get("join_command"):
+        out.append("")
+        out.append(f"The archive is split into parts of at most {arch['split_size']} bytes; "
+                   f"join them with: {arch['join_command']}")
+    if arch.get("max_size"):
+        out.append("")
+        cuts = arch["cuts"]
+        out.append(f"Size cap (--max-size {arch['max_size']} bytes): {len(cuts)} files cut "
+                   f"or dropped, {arch['cut_bytes']} bytes left out"
+                   + (":" if cuts else "."))
+        for c in cuts[:500]:
+            what = "dropped" if c["kept_bytes"] == 0 else \
+                f"kept {c['kept_bytes']} of {c['original_bytes']} bytes"
+            out.append(f"  {c['path']} ({c['priority']}): {what}; {c['reason']}")
+        if len(cuts) > 500:
+            out.append(f"  … +{len(cuts) - 500}")
     if report["truncated_files"]:
         out.append("")
         out.append(f"Truncated files ({len(report['truncated_files'])}):")
@@ -282,6 +317,7 @@ its SHA-256.</p>
 <th>explanation</th></tr>{''.join(rows) or '<tr><td colspan=6>none</td></tr>'}</table>
 {_kube_html(report.get("kube"))}
 <h2>Secrets removed</h2><ul>{red}</ul>
+{_obfuscation_html(report.get("obfuscation"))}
 <h2>How to read it</h2>
 <ul><li><code>cluster/</code>: tctl status, tctl version, the inventory and discovery summary</li>
 <li><code>objects/</code>: <code>tctl_get_&lt;kind&gt;.yaml</code>, or <code>.error</code>
@@ -298,6 +334,18 @@ what could not be listed</li>
 <table><tr><th>node</th><th>status</th><th>reason</th></tr>{node_rows}</table>
 </body></html>
 """
+
+
+def _obfuscation_html(obf: Mapping[str, Any] | None) -> str:
+    e = html.escape
+    if not obf:
+        return ("<h2>Obfuscation</h2><p>Off: host names, addresses and user names are as "
+                "found.</p>")
+    items = "".join(f"<li>{e(k)}: {v} distinct ({obf['replacements'].get(k, 0)} "
+                    f"replacements)</li>" for k, v in obf["distinct"].items())
+    return (f"<h2>Obfuscation</h2><p>On (key {e(obf['key_id'])}, {e(obf['key'])}): "
+            f"identifiers were replaced by one-way tokens; the same value has the same "
+            f"token everywhere in this dump.</p><ul>{items or '<li>none found</li>'}</ul>")
 
 
 def _kube_html(kube: Mapping[str, Any] | None) -> str:

@@ -8,7 +8,7 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,15 +17,23 @@ import anyio
 import asyncssh
 import structlog
 
-from tpdump.archive import ArchiveWriter, safe_component
+from tpdump.archive import ArchiveWriter, archive_suffix, safe_component
 from tpdump.collectors.cluster import write_cluster, write_objects, write_preflight
 from tpdump.collectors.kube import KubeApi, KubeSummary, collect_kube
 from tpdump.collectors.node import NodeCollector, node_json
 from tpdump.config import Settings
-from tpdump.discovery import Discovery, assign_target, discover, fetch_kinds, select
+from tpdump.discovery import (
+    Discovery,
+    Instance,
+    assign_target,
+    discover,
+    fetch_kinds,
+    select,
+)
 from tpdump.errors import ArchiveError, ExitCode, Problem
 from tpdump.hosts import SSHHost
 from tpdump.logs import RunLog
+from tpdump.obfuscate import Obfuscator
 from tpdump.progress import Counters, Progress
 from tpdump.redact import Redactor, dump_yaml
 from tpdump.report import RunFacts, build, render_html, render_json, render_text
@@ -48,11 +56,13 @@ class Outcome:
     exit_code: ExitCode
     archive: Path | None
     report: dict[str, Any]
+    parts: list[Path] = field(default_factory=list)
+    join_command: str | None = None
 
 
 def output_path(settings: Settings, cluster: str, started: float) -> Path:
     stamp = datetime.fromtimestamp(started, UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = f"tpdump-{safe_component(cluster)}-{stamp}.tar.gz"
+    name = f"tpdump-{safe_component(cluster)}-{stamp}{archive_suffix(settings.format)}"
     if settings.output is None:
         return Path.cwd() / name
     out = Path(settings.output)
@@ -81,6 +91,7 @@ class Run(ABC):
         self.archive: ArchiveWriter | None = None
         self.report: dict[str, Any] = {}
         self.kube: KubeSummary | None = None
+        self.obfuscator = make_obfuscator(settings)
 
     @property
     def tctl_calls(self) -> int:
@@ -95,6 +106,36 @@ class Run(ABC):
     @abstractmethod
     async def collect(self) -> None:
         """Gather everything into self.archive and self.results."""
+
+    def _archive_facts(self) -> dict[str, Any]:
+        """Format, parts and what --max-size cut (the report's `archive` section)."""
+        assert self.archive is not None
+        a = self.archive
+        cuts = [{"path": c.path, "priority": c.priority, "original_bytes": c.original_bytes,
+                 "kept_bytes": c.kept_bytes, "reason": c.reason} for c in a.cuts]
+        return {"format": self.settings.format, "max_size": self.settings.max_size,
+                "split_size": self.settings.split_size, "join_command": a.join_command(),
+                "cuts": cuts, "cut_bytes": sum(c.original_bytes - c.kept_bytes
+                                               for c in a.cuts)}
+
+    def _obfuscation_facts(self) -> dict[str, Any] | None:
+        obf = self.obfuscator
+        if obf is None:
+            return None
+        return {"key_id": obf.key_id,
+                "key": "from --obfuscation-key" if self.settings.obfuscation_key
+                else "random, this dump only",
+                "uuids": obf.uuids,
+                "distinct": dict(sorted(obf.distinct().items())),
+                "replacements": dict(sorted(obf.counts.items())),
+                "mapping_kept_by_user": self.settings.obfuscation_map is not None}
+
+    def learn(self, category: str, *values: str) -> None:
+        """Identifiers that --obfuscate replaces wherever they occur."""
+        if self.obfuscator is not None:
+            for value in values:
+                if value:
+                    self.obfuscator.learn(category, value)
 
     async def salvage(self) -> None:  # noqa: B027 - an optional hook
         """What can still be collected after a fatal preflight."""
@@ -151,9 +192,15 @@ class Run(ABC):
         except ArchiveError as exc:
             log.error("archive failed", error=str(exc))
             raise
+        if self.obfuscator is not None and self.settings.obfuscation_map:
+            try:
+                self.obfuscator.write_mapping(self.settings.obfuscation_map)
+            except OSError as exc:
+                log.error("obfuscation map not written", path=self.settings.obfuscation_map,
+                          error=exc.strerror)
         report = self.report
         return Outcome(ExitCode(report.get("exit_code", ExitCode.FATAL)), archive.path,
-                       report)
+                       report, archive.parts, archive.join_command())
 
     async def _watch_signals(self, collect: anyio.CancelScope, watcher: anyio.CancelScope) -> None:
         with watcher, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -166,9 +213,19 @@ class Run(ABC):
         return self.archive.bytes_written if self.archive else 0
 
     def _open_archive(self) -> ArchiveWriter:
-        path = output_path(self.settings, self.cluster, self.started)
+        name = self.cluster
+        obf = self.obfuscator
+        if obf is not None:
+            obf.learn("cluster", self.cluster)
+            name = obf.token("cluster", self.cluster)
+        path = output_path(self.settings, name, self.started)
         stamp = datetime.fromtimestamp(self.started, UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.archive = ArchiveWriter(path, f"tpdump-{self.cluster}-{stamp}")
+        self.archive = ArchiveWriter(
+            path, f"tpdump-{name}-{stamp}",
+            fmt=self.settings.format, split_size=self.settings.split_size,
+            max_size=self.settings.max_size,
+            transform=None if obf is None else (lambda _path, data: obf.data(data)),
+            path_transform=None if obf is None else obf.path)
         self.archive.open()
         log.info("archive", path=str(self.archive.partial))
         return self.archive
@@ -178,6 +235,11 @@ class Run(ABC):
         error.txt for every instance, then the log."""
         assert self.archive is not None
         self.counters.phase = "finishing"
+        # Everything queued is written (or cut to fit --max-size) first, so that the report
+        # tells the cuts and the obfuscation counts as they are.
+        with anyio.move_on_after(FINISH_BUDGET_INTERRUPTED / 2 if self.interrupted
+                                 else FINISH_BUDGET / 2):
+            await self.archive.settle()
         if deadline_reached:
             self.problems.append(Problem("TPD301", "run",
                                          f"--timeout {self.settings.timeout:g} s reached"))
@@ -198,18 +260,21 @@ class Run(ABC):
             truncated_files=[e.path for e in self.archive.entries if e.truncated],
             archive_bytes=self.archive.bytes_written, tctl_calls=self.tctl_calls,
             kube=self.kube.as_dict() if self.kube is not None else None,
+            obfuscation=self._obfuscation_facts(),
+            archive=self._archive_facts(),
         )
         self.report = report = build(facts, self.results)
-        await self.archive.add("report.json", render_json(report), source="tpdump")
-        await self.archive.add("report.txt", render_text(report), source="tpdump")
-        await self.archive.add("readme.html", render_html(report), source="tpdump")
+        add = self.archive.add
+        await add("report.json", render_json(report), source="tpdump", priority="report")
+        await add("report.txt", render_text(report), source="tpdump", priority="report")
+        await add("readme.html", render_html(report), source="tpdump", priority="report")
         for r in self.results:
-            await self.archive.add(f"{r.dir}/node.json", node_json(r), source="tpdump")
+            await add(f"{r.dir}/node.json", node_json(r), source="tpdump", priority="report")
             if r.status is not NodeStatus.OK and r.code:
-                await self.archive.add(f"{r.dir}/error.txt",
-                                       f"{r.code} {r.reason}\n{r.detail}\n"
-                                       f"See: tpdump explain {r.code}\n", source="tpdump")
-        await self.archive.add("tpdump.log", self.run_log.text(), source="tpdump")
+                await add(f"{r.dir}/error.txt", f"{r.code} {r.reason}\n{r.detail}\n"
+                          f"See: tpdump explain {r.code}\n", source="tpdump",
+                          priority="report")
+        await add("tpdump.log", self.run_log.text(), source="tpdump", priority="report")
         await self.archive.finish_input()
 
 
@@ -306,6 +371,8 @@ class ClusterRun(Run):
         discovery.excluded = dropped
         self.discovery = discovery
         self.problems.extend(discovery.problems)
+        if self.obfuscator is not None:
+            await self.learn_identifiers(discovery, chosen)
         for inst in chosen:
             assign_target(inst, self.settings.targets)
             self.results.append(NodeResult(inst))
@@ -318,6 +385,7 @@ class ClusterRun(Run):
                        "run `tpdump node` there or map it in `targets:`")
         self.counters.phase = "nodes"
         self.counters.total = len(reachable)
+        self.archive.expect_nodes(len(reachable) + int(self.settings.kube_enabled()))
         queue = iter(reachable)
         workers = max(1, min(self.settings.concurrency, len(reachable)))
         async with anyio.create_task_group() as tg:
@@ -328,6 +396,30 @@ class ClusterRun(Run):
                 tg.start_soon(self.collect_kube)
             for _ in range(workers):
                 tg.start_soon(self._worker, queue)
+
+    async def learn_identifiers(self, discovery: Discovery, chosen: list[Instance]) -> None:
+        """Before any node file is written: node names, UUIDs, the SSH login, the auth and
+        proxy host names, and the cluster's users (their kind is fetched first for this)."""
+        if "user" in self.settings.kinds() and "user" not in discovery.kind_results:
+            results, docs, problems = await fetch_kinds(self.tctl, ["user"])
+            discovery.kind_results.update(results)
+            discovery.kind_docs.update(docs)
+            self.problems.extend(problems)
+        for inst in chosen:
+            self.learn("host", inst.hostname)
+            self.learn("uuid", inst.uuid)
+            host = inst.addr.rsplit(":", 1)[0].strip("[]") if inst.addr else ""
+            if host and not host[-1:].isdigit() and ":" not in host:
+                self.learn("host", host)
+        for addr in (self.settings.auth_server, self.settings.proxy):
+            host = (addr or "").rsplit(":", 1)[0].strip("[]")
+            if host and not host[-1:].isdigit() and ":" not in host:
+                self.learn("host", host)
+        self.learn("user", self.settings.ssh_user)
+        for doc in discovery.kind_docs.get("user", []):
+            name = (doc.get("metadata") or {}).get("name")
+            if isinstance(name, str):
+                self.learn("email" if "@" in name else "user", name)
 
     async def write_cluster_files(self, discovery: Discovery, kinds: tuple[str, ...]) -> None:
         """The other object kinds (fetched while nodes are collected), then cluster/,
@@ -425,6 +517,16 @@ class ClusterRun(Run):
             host.close()
             conn.close()
             self.transport.release(jump)
+
+def make_obfuscator(settings: Settings) -> Obfuscator | None:
+    """The run's obfuscator (--obfuscate): a key from --obfuscation-key, or a fresh one."""
+    if not settings.obfuscate:
+        return None
+    if settings.obfuscation_key:
+        return Obfuscator.from_key_file(settings.obfuscation_key,
+                                        uuids=settings.obfuscate_uuids)
+    return Obfuscator.random(uuids=settings.obfuscate_uuids)
+
 
 def node_result_status(result: NodeResult) -> NodeStatus:
     if result.code is None:

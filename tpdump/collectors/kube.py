@@ -24,7 +24,7 @@ import structlog
 from tpdump.archive import ArchiveWriter, safe_component
 from tpdump.config import Settings
 from tpdump.errors import Problem
-from tpdump.redact import Redactor, dump_yaml
+from tpdump.redact import Redactor, dump_yaml, secret_env_name
 
 log = structlog.get_logger("tpdump.kube")
 
@@ -34,9 +34,6 @@ TELEPORT_CONTAINER = "teleport"
 CHART_LABELS = ("app.kubernetes.io/name", "app")
 PAGE = 500  # items per list call: bounded memory and bounded API load per call
 SECRET_MARKER = "Kubernetes Secret value"
-# Environment variables whose value is a secret (by name).
-_SECRET_ENV = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE", "API_KEY",
-               "APIKEY", "AUTH")
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 IN_CLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
@@ -315,8 +312,9 @@ class KubeCollector:
                         tg.start_soon(self.dump_log, pod, container, True)
 
     async def _write(self, name: str, data: str | bytes, source: str,
-                     truncated: bool = False) -> None:
-        await self.archive.add(f"kube/{name}", data, source=source, truncated=truncated)
+                     truncated: bool = False, priority: str = "normal") -> None:
+        await self.archive.add(f"kube/{name}", data, source=source, truncated=truncated,
+                               priority=priority, node="kube" if priority == "log" else None)
 
     async def _version(self) -> None:
         data = await self.api.get_json("/version")
@@ -522,7 +520,8 @@ class KubeCollector:
         self.summary.logs_truncated += int(truncated)
         await self._write(f"{base}.log", text,
                           f"API: pod log {ns}/{name} container {container}"
-                          f"{' (previous)' if previous else ''}, timestamps", truncated)
+                          f"{' (previous)' if previous else ''}, timestamps", truncated,
+                          priority="log")
 
 
 def teleport_reason(obj: Mapping[str, Any]) -> str | None:
@@ -581,8 +580,7 @@ def _scrub_env(obj: Any, redactor: Redactor) -> Any:
 def _env_var(entry: Any, redactor: Redactor) -> Any:
     if not isinstance(entry, Mapping) or "value" not in entry:
         return entry
-    name = str(entry.get("name", "")).upper()
-    if any(word in name for word in _SECRET_ENV) and entry.get("value"):
+    if secret_env_name(str(entry.get("name", ""))) and entry.get("value"):
         return {**entry, "value": redactor.marker("environment secret")}
     return dict(entry)
 
