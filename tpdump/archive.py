@@ -79,10 +79,21 @@ PRIORITIES = ("report", "normal", "log", "bulk")
 MIN_SPLIT_SIZE = 64 * 1024
 RESERVE_MIN = 64 * 1024  # the report class's reserve: at least this,
 RESERVE_SHARE = 20  # or 1/20 of --max-size,
-RESERVE_PER_NODE = 4 * 1024  # plus this per expected node (node.json, error.txt)
+RESERVE_PER_NODE = 2 * 1024  # plus this per expected node (node.json, error.txt)
 _DEFER_BYTES = 16 * 1024 * 1024  # bulk items held back waiting for room (uncompressed)
 _LEVEL = 6
 _SLACK = 256  # rounding and sync-flush bytes, on top of the bounds
+# manifest.json compresses to about 0.13 of its size (entries are repetitive JSON around a
+# 64-digit hex checksum, whose 4 bits per character are its floor at 0.16 of an entry's
+# text at most): its share of the closing cost is counted at 0.35 plus a margin, not at
+# the deflate bound of incompressible data, which would waste a third of a small cap.
+_MANIFEST_RATIO = 0.35
+_MANIFEST_MARGIN = 4096
+
+
+def _manifest_bound(n: int) -> int:
+    """What `n` bytes of manifest.json cost once compressed (a safe estimate)."""
+    return min(_bound(n), int(n * _MANIFEST_RATIO) + _MANIFEST_MARGIN)
 _TRIALS = 6
 _PART = re.compile(r"(.+)\.(\d{3,})")
 _DROPPED = {"report": "dropped: no room left in max size",
@@ -625,12 +636,12 @@ class ArchiveWriter:
     # --- sizes ---------------------------------------------------------------------
     def _closing(self, manifest_len: int) -> int:
         """Bound of what close() still writes, given the manifest entries' length."""
-        body = self._mhead + manifest_len
+        body = _manifest_bound(self._mhead + manifest_len)
         if self.fmt == "zip":
-            return (_zip_local(self._mname_len) + _bound(body) + _ZIP_DESCRIPTOR
+            return (_zip_local(self._mname_len) + body + _ZIP_DESCRIPTOR
                     + _zip_central(self._mname_len) + _ZIP_END + _SLACK)
-        tail = self._mhdr + body + tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE + tarfile.RECORDSIZE
-        return _bound(tail) + 8 + _SLACK
+        tail = self._mhdr + tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE + tarfile.RECORDSIZE
+        return _bound(tail) + body + 8 + _SLACK
 
     def _initial(self) -> int:
         head = 0 if self.fmt == "zip" else 10
@@ -704,7 +715,11 @@ class ArchiveWriter:
         if not self._collecting or not self._normal_used:
             return 0
         unseen = max(0, self._expected - len(self._known))
-        return unseen * sum(self._normal_used.values()) // len(self._normal_used)
+        # What a node's normal files cost is charged as the worst case of data not yet
+        # flushed; what they really take is near the running compression ratio. Twice
+        # that is held back for each node not seen yet (never more than the worst case).
+        average = sum(self._normal_used.values()) / len(self._normal_used)
+        return int(unseen * average * min(1.0, 2 * self._ratio()))
 
     def _pending_nodes(self) -> int:
         """Nodes (expected or seen) that have not had a log item yet."""

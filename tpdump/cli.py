@@ -63,9 +63,12 @@ _VALUE_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
                                                 "key gives the same tokens in every dump"),
     (("--obfuscation-map",), "obfuscation_map", "write the token → original mapping here "
                                                 "(stays with you, never in the archive)"),
+    (("--skip-items",), "skip_items", "leave these node items out (comma-separated: "
+                                      "systemd, journal, log file, diag, debug socket, "
+                                      "connections, disk, data_dir listing, process state)"),
     (("--format",), "format", "archive format: tar.gz (default) or zip"),
-    (("--max-size",), "max_size", "hard cap of the archive, all parts together (e.g. 5MB); "
-                                  "logs are cut first, newest lines kept"),
+    (("--max-size",), "max_size", "hard cap of the archive, all parts together (e.g. 5MB, "
+                                  "or none); logs are cut first, newest lines kept"),
     (("--split-size",), "split_size", "write the archive as numbered parts of at most this "
                                       "size (e.g. 10MB)"),
     (("-o", "--output"), "output", "archive path, or a directory to put it in"),
@@ -80,7 +83,7 @@ _KUBE = {"kubeconfig", "kube_context", "kube_namespace", "kube_concurrency", "ku
 _COMMON = {"cluster_name", "profile", "timeout", "output", "log_format", "obfuscation_key",
            "obfuscation_map", "format", "max_size", "split_size"}
 _NODE_FLAGS = {*_COMMON, "item_timeout", "max_output", "log_window_h", "log_lines",
-               "log_bytes", "sysroot"}
+               "log_bytes", "sysroot", "skip_items"}
 # What `tpdump kube` accepts.
 _KUBE_FLAGS = {*_COMMON, "log_window_h", *_KUBE}
 
@@ -108,6 +111,12 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--obfuscate", dest="obfuscate", action=argparse.BooleanOptionalAction,
                    default=None, help="replace hostnames, addresses, user names, e-mail "
                    "addresses and cluster names by consistent one-way tokens")
+    if command != "kube":
+        p.add_argument("--metrics", dest="metrics", action=argparse.BooleanOptionalAction,
+                       default=None, help="the diag endpoint's /metrics (profile default)")
+        p.add_argument("--journal-json", dest="journal_json",
+                       action=argparse.BooleanOptionalAction, default=None,
+                       help="the journal in JSON as well as text (profile default)")
     p.add_argument("--obfuscate-uuids", dest="obfuscate_uuids", action="store_true",
                    default=None, help="with --obfuscate: node UUIDs too")
     if command == "cluster":
@@ -163,7 +172,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     file_values = load_file(args.config) if args.config else {}
     flags = {dest: getattr(args, dest) for _, dest, _ in _VALUE_FLAGS if hasattr(args, dest)}
     for dest in ("insecure_accept_any_host_key", "quiet", "verbose", "kube", "obfuscate",
-                 "obfuscate_uuids"):
+                 "obfuscate_uuids", "metrics", "journal_json"):
         flags[dest] = getattr(args, dest, None)
     return resolve(file_values, flags)
 

@@ -41,6 +41,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "kube_timeout": 20.0,
         "kube_log_lines": 5000,
         "kube_log_bytes": 4 * 1024 * 1024,
+        "metrics": True,
+        "journal_json": True,
+        "skip_items": (),
+        "max_size": None,
     },
     "speed": {
         "concurrency": 256,
@@ -63,6 +67,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "kube_timeout": 10.0,
         "kube_log_lines": 1000,
         "kube_log_bytes": 1024 * 1024,
+        "metrics": False,
+        "journal_json": False,
+        "skip_items": ("data_dir listing", "connections", "debug socket", "disk"),
+        "max_size": None,
     },
     "complete": {
         "concurrency": 32,
@@ -85,6 +93,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "kube_timeout": 60.0,
         "kube_log_lines": 50000,
         "kube_log_bytes": 32 * 1024 * 1024,
+        "metrics": True,
+        "journal_json": True,
+        "skip_items": (),
+        "max_size": None,
     },
     "small": {
         "concurrency": 64,
@@ -107,6 +119,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "kube_timeout": 15.0,
         "kube_log_lines": 1000,
         "kube_log_bytes": 256 * 1024,
+        "metrics": False,
+        "journal_json": False,
+        "skip_items": ("data_dir listing",),
+        "max_size": 25 * 1000 * 1000,
     },
 }
 DEFAULT_PROFILE = "standard"
@@ -120,6 +136,9 @@ DEFAULT_KINDS: tuple[str, ...] = (
     "windows_desktop_service", "cluster_networking_config", "session_recording_config",
     "ui_config",
 )
+# The items of a node a profile (or --skip-items) can leave out.
+NODE_ITEMS: tuple[str, ...] = ("systemd", "journal", "log file", "diag", "debug socket",
+                               "connections", "disk", "data_dir listing", "process state")
 # Kinds tctl must never be asked for by tpdump.
 FORBIDDEN_KINDS = frozenset({"all"})
 
@@ -173,6 +192,10 @@ class Settings:
     kube_timeout: float = 0.0
     kube_log_lines: int = 0
     kube_log_bytes: int = 0
+    # what each node gives (the profile decides; flags and the file can override)
+    metrics: bool = True
+    journal_json: bool = True
+    skip_items: tuple[str, ...] = ()
     # obfuscation (SPEC §8; secrets are stripped regardless)
     obfuscate: bool = False
     obfuscation_key: str | None = None
@@ -239,6 +262,8 @@ def _coerce(name: str, value: Any, base: Path | None) -> Any:
     """Check and convert one value from the config file or a flag to its field's type."""
     kind = _FIELDS[name].type
     if name in _SIZE_FIELDS:
+        if name in _OPTIONAL_SIZES and (value is None or str(value).lower() in ("none", "off")):
+            return None
         return parse_size(value, name)
     if name == "targets":
         if not isinstance(value, Mapping) or not all(
@@ -276,6 +301,7 @@ def _coerce(name: str, value: Any, base: Path | None) -> Any:
 
 _PATH_FIELDS = frozenset({"identity", "tctl", "ssh_key", "known_hosts", "ssh_config", "output",
                           "sysroot", "kubeconfig", "obfuscation_key", "obfuscation_map"})
+_OPTIONAL_SIZES = frozenset({"max_size", "split_size"})
 _SIZE_FIELDS = frozenset({"max_output", "log_bytes", "sqlite_bytes", "kube_log_bytes",
                           "max_size", "split_size"})
 
@@ -316,6 +342,9 @@ def resolve(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> S
     merged.update(file_values)
     merged.update({k: _coerce(k, v, None) for k, v in flag_values.items() if v is not None})
     merged["profile"] = profile
+    unknown = [i for i in merged.get("skip_items", ()) if i not in NODE_ITEMS]
+    if unknown:
+        raise UsageError(f"--skip-items: {', '.join(unknown)} not among {', '.join(NODE_ITEMS)}")
     if merged.get("format", "tar.gz") not in ("tar.gz", "zip"):
         raise UsageError(f"--format: {merged['format']!r} is not tar.gz or zip")
     if merged.get("log_format", "console") not in ("console", "json"):

@@ -4,7 +4,9 @@ mean "deadline now", after which the archive is finished within seconds."""
 
 from __future__ import annotations
 
+import math
 import signal
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator
@@ -92,6 +94,7 @@ class Run(ABC):
         self.report: dict[str, Any] = {}
         self.kube: KubeSummary | None = None
         self.obfuscator = make_obfuscator(settings)
+        self.estimate: dict[str, Any] | None = None
 
     @property
     def tctl_calls(self) -> int:
@@ -114,6 +117,7 @@ class Run(ABC):
         cuts = [{"path": c.path, "priority": c.priority, "original_bytes": c.original_bytes,
                  "kept_bytes": c.kept_bytes, "reason": c.reason} for c in a.cuts]
         return {"format": self.settings.format, "max_size": self.settings.max_size,
+                "estimate": self.estimate,
                 "split_size": self.settings.split_size, "join_command": a.join_command(),
                 "cuts": cuts, "cut_bytes": sum(c.original_bytes - c.kept_bytes
                                                for c in a.cuts)}
@@ -386,6 +390,10 @@ class ClusterRun(Run):
         self.counters.phase = "nodes"
         self.counters.total = len(reachable)
         self.archive.expect_nodes(len(reachable) + int(self.settings.kube_enabled()))
+        self.estimate = estimate(self.settings, len(reachable))
+        if self.estimate["notable"] and not self.settings.quiet:
+            print(self.estimate["line"], file=sys.stderr, flush=True)
+        log.info("estimate", seconds=self.estimate["seconds"], bytes=self.estimate["bytes"])
         queue = iter(reachable)
         workers = max(1, min(self.settings.concurrency, len(reachable)))
         async with anyio.create_task_group() as tg:
@@ -517,6 +525,37 @@ class ClusterRun(Run):
             host.close()
             conn.close()
             self.transport.release(jump)
+
+# Rough per-node figures for the preflight estimate: seconds of one node's dump (at a
+# low round-trip time), and bytes of a node's files before compression besides its logs.
+_NODE_SECONDS = {"standard": 1.5, "speed": 0.8, "complete": 3.0, "small": 1.2}
+_NODE_FIXED_BYTES = 60_000
+_LOG_LINE_BYTES = 180
+_COMPRESSION = 0.12
+_NOTABLE_SECONDS = 120.0
+_NOTABLE_BYTES = 200_000_000
+
+
+def estimate(settings: Settings, nodes: int) -> dict[str, Any]:
+    """How long the run and how big the archive will roughly be, from the profile's
+    numbers: said on screen in the first seconds when it is long or big."""
+    waves = math.ceil(nodes / max(1, settings.concurrency)) if nodes else 0
+    seconds = min(settings.timeout, waves * _NODE_SECONDS.get(settings.profile, 1.5) + 3)
+    log_bytes = min(settings.log_bytes, settings.log_lines * _LOG_LINE_BYTES)
+    per_node = _NODE_FIXED_BYTES + log_bytes * (2 if settings.journal_json else 1) \
+        + (150_000 if settings.metrics else 0)
+    size = int(nodes * per_node * _COMPRESSION)
+    if settings.max_size:
+        size = min(size, settings.max_size)
+    notable = seconds > _NOTABLE_SECONDS or size > _NOTABLE_BYTES
+    hint = " (--profile speed or small, --nodes, or --max-size make it shorter or smaller)" \
+        if notable else ""
+    line = (f"estimate: {nodes} nodes at concurrency {settings.concurrency} · about "
+            f"{seconds:.0f} s · archive about {size / 1e6:.0f} MB · profile "
+            f"{settings.profile}{hint}")
+    return {"nodes": nodes, "seconds": round(seconds, 1), "bytes": size, "notable": notable,
+            "line": line}
+
 
 def make_obfuscator(settings: Settings) -> Obfuscator | None:
     """The run's obfuscator (--obfuscate): a key from --obfuscation-key, or a fresh one."""

@@ -69,14 +69,34 @@ def test_readme_profile_table_matches_code() -> None:
     table = readme.split("### Profiles", 1)[1].split("\n\n", 2)[1]
     rows = [r.strip("|").split("|") for r in table.splitlines()[2:]]
     names = list(PROFILES)
-    units = {"KiB": 1024, "MiB": 1024 ** 2}
+    units = {"KiB": 1024, "MiB": 1024 ** 2, "MB": 1000 ** 2}
     seen = set()
     for row in rows:
         cells = [c.strip() for c in row]
         key = re.sub(r"\s*\(s\)$", "", cells[0])
         seen.add(key)
         for profile, cell in zip(names, cells[1:], strict=True):
-            number, _, unit = cell.partition(" ")
-            value = float(number) * units.get(unit, 1)
-            assert value == PROFILES[profile][key], (key, profile, cell)
+            got = cell_value(cell, units)
+            if got is None and key == "skip_items":
+                got = ()
+            assert got == PROFILES[profile][key], (key, profile, cell)
     assert seen == set(PROFILES["standard"])
+
+
+def cell_value(cell: str, units: dict[str, int]) -> object:
+    """A README table cell as the value it shows: yes/no, — (none), a list, a number."""
+    if cell in ("yes", "no"):
+        return cell == "yes"
+    if cell == "—":
+        return None
+    if cell.startswith("skip: "):
+        return tuple(c.strip() for c in cell.removeprefix("skip: ").split(","))
+    number, _, unit = cell.partition(" ")
+    return float(number) * units.get(unit, 1)
+
+
+def test_node_items_are_the_configurable_ones() -> None:
+    from tpdump.collectors.node import ITEMS
+    from tpdump.config import NODE_ITEMS
+
+    assert tuple(i.name for i in ITEMS) == NODE_ITEMS

@@ -377,7 +377,7 @@ class NodeCollector:
         await self.write_config()
         async with anyio.create_task_group() as tg:
             for item in ITEMS:
-                if item.when(self):
+                if item.when(self) and item.name not in self.settings.skip_items:
                     tg.start_soon(self.guarded, item.name, _bind(item.run, self))
         await self.guarded("tunnel status", self.tunnel_status)
 
@@ -620,8 +620,9 @@ class NodeCollector:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.guarded, "journal text",
                           _bind(one, "short-iso-precise", "teleport.service/log.txt"))
-            tg.start_soon(self.guarded, "journal json",
-                          _bind(one, "json", "teleport.service/log.json"))
+            if self.settings.journal_json:
+                tg.start_soon(self.guarded, "journal json",
+                              _bind(one, "json", "teleport.service/log.json"))
 
     async def log_file(self) -> None:
         """The file named in teleport.log.output, its newest part."""
@@ -667,6 +668,8 @@ class NodeCollector:
         started = time.monotonic()
         paths = {"/metrics": "diag/metrics.txt", "/healthz": "diag/healthz.json",
                  "/readyz": "diag/readyz.json"}
+        if not self.settings.metrics:
+            del paths["/metrics"]
         answers = await self.host.http_get(target, list(paths), self.settings.max_output)
         for path in list(paths)[len(answers):]:  # the server closed after fewer answers
             answers += await self.host.http_get(target, [path], self.settings.max_output)
