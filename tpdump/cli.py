@@ -155,6 +155,15 @@ def parser() -> argparse.ArgumentParser:
                           "charts run, events, and the API's discovery; Secret values are "
                           "never written.")
     _add_run_options(kube, "kube")
+    ins = sub.add_parser("inspect", help="print an archive's report and verify its checksums",
+                         description="Print the report of a dump, verify every file against "
+                         "manifest.json, list, print or extract files. Reads tar.gz, zip and "
+                         "split archives (give NAME or NAME.001). Exit 0 when whole, 1 when a "
+                         "checksum or file is wrong.")
+    ins.add_argument("archive", help="the archive (or its first part)")
+    ins.add_argument("--list", action="store_true", help="list every file with its size")
+    ins.add_argument("--cat", metavar="PATH", help="print one file of the archive")
+    ins.add_argument("--extract", metavar="DIR", help="unpack every file under DIR")
     exp = sub.add_parser("explain", help="the long explanation of an error code")
     exp.add_argument("code", nargs="?", help="e.g. TPD200; without it, list every code")
     exp.add_argument("--markdown", action="store_true",
@@ -298,6 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_explain(args.code)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "inspect":
+            from tpdump.inspect import inspect
+            return inspect(args.archive, list_files=args.list, cat=args.cat,
+                           extract=args.extract)
         settings = settings_from(args)
         if args.print_config:
             print(yaml.safe_dump(settings.as_dict(), sort_keys=True), end="")

@@ -178,6 +178,12 @@ _CODES: tuple[Code, ...] = (
     Code("TPD400", "archive write failed",
          "The archive could not be written (disk full, permissions).",
          "Free space or choose another --output."),
+    Code("TPD401", "archive damaged or unreadable",
+         "`tpdump inspect` could not read the archive, a part of a split archive is missing, "
+         "or a file does not match its size or SHA-256 in manifest.json (changed or "
+         "truncated in transit).",
+         "Copy the archive (all its parts) again and compare their sizes; join split parts "
+         "with the command the run printed."),
 )
 
 CODES: dict[str, Code] = {c.code: c for c in _CODES}

@@ -167,3 +167,16 @@ def test_obfuscate_hides_identifiers_consistently(state: Path, tmp_path: Path) -
     assert any(token.encode() in data for data in again.files.values())
     assert not any(token.encode() in data for data in other.files.values())
     assert obf.archive.name.split("-")[2] == again.archive.name.split("-")[2]  # type: ignore[union-attr]
+
+
+def test_obfuscate_uuids_hides_node_uuids_in_contents_and_paths(state: Path,
+                                                                 tmp_path: Path) -> None:
+    uuids = {i["uuid"] for i in instances(state)}
+    plain = dump(state, tmp_path / "plain", "--no-kube")
+    assert any(u in p for p in plain.files for u in uuids)
+    obf = dump(state, tmp_path / "obf", "--no-kube", "--obfuscate", "--obfuscate-uuids")
+    assert obf.returncode == 0, obf.stderr
+    blob = b"\0".join([*obf.files.values(), *(p.encode() for p in obf.files)])
+    assert not [u for u in uuids if u.encode() in blob]
+    # still one directory per node, with its node.json
+    assert sum(1 for p in obf.files if p.endswith("/node.json")) == len(uuids)

@@ -110,3 +110,16 @@ def test_split_parts_join_into_a_verified_archive(big: Any) -> None:
     assert verify(files) == [] and len(files) > 50
     assert read_archive(parts[0]) == files  # the reader takes the parts as they are
     assert archive_parts(joined[0])
+
+    # `tpdump inspect` reads the parts as they are, verifies them, and finds damage.
+    shown = subprocess.run(tpdump_cmd("inspect", str(parts[0]), "--list"), capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "checksums: every file matches manifest.json" in shown.stdout
+    assert f"{len(parts)} parts" in shown.stdout and "report.json" in shown.stdout
+    joined[0].unlink()
+    data = bytearray(parts[-1].read_bytes())
+    parts[-1].write_bytes(bytes(data[: len(data) // 2]))
+    broken = subprocess.run(tpdump_cmd("inspect", str(parts[0])), capture_output=True,
+                            text=True, timeout=60)
+    assert broken.returncode != 0 and "TPD401" in broken.stdout + broken.stderr
