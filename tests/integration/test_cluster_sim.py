@@ -36,7 +36,7 @@ FAULT_CODES = {
     "drop_mid": "TPD205",
     "bad_hostkey": "TPD203",
 }
-FAST = ["--connect-timeout", "3", "--node-timeout", "20", "--item-timeout", "8",
+FAST = ["--connect-timeout", "3", "--node-timeout", "30", "--item-timeout", "15",
         "--max-output", "256KiB"]
 
 

@@ -295,7 +295,9 @@ class NodeCollector:
                                      node=self.result.instance.uuid)
         self.result.items.append(ItemResult(name, "truncated" if truncated else "ok", rel,
                                             len(data), round(time.monotonic() - started, 3)))
-        if truncated:
+        if truncated and item_priority(name) != "log":
+            # Logs are bounded on purpose (newest kept, --log-bytes): the manifest marks
+            # them truncated, the node is not partial for it.
             self.result.fail("TPD206", "output capped", f"{name}: cut at its byte cap")
 
     def item_failed(self, name: str, why: Failure, started: float, *,
@@ -630,9 +632,10 @@ class NodeCollector:
         path = str(self.facts["log_output"])
         data, truncated = await self.host.read(path, self.settings.log_bytes, tail=True)
         now = self.remote_now or time.time()
-        data, cut = within_window(data, now - self.settings.log_window_h * 3600,
-                                  self.settings.log_lines)
-        truncated = truncated or cut
+        # The window and line count bound the log as journalctl's --since/-n do: that is
+        # the profile's choice, not a cut (only the byte cap marks the file truncated).
+        data, _ = within_window(data, now - self.settings.log_window_h * 3600,
+                                self.settings.log_lines)
         json_log = self.facts.get("log_format") == "json" or data[:1] == b"{"
         clean = self.redactor.json_lines(data) if json_log else self.redactor.data(data)
         name = path.rsplit("/", 1)[-1] or "teleport.log"
