@@ -17,7 +17,11 @@ from tpdump.errors import UsageError
 def load(path: str) -> dict[str, bytes]:
     """Every file of the archive at `path` (any format, split or not)."""
     p = Path(path)
-    if not archive_parts(p) or not all(part.is_file() for part in archive_parts(p)):
+    try:
+        parts = archive_parts(p)
+    except OSError:
+        parts = []
+    if not parts or not all(part.is_file() for part in parts):
         raise UsageError(f"{path}: no such archive (nor numbered parts {p.name}.001, …)",
                          code="TPD401")
     try:

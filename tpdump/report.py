@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tpdump import __version__
+from tpdump.analyze import render as render_findings
 from tpdump.errors import CODES, ExitCode, Problem
 from tpdump.results import NodeResult, NodeStatus
 
@@ -43,6 +44,7 @@ class RunFacts:
     kube: dict[str, Any] | None = None
     obfuscation: dict[str, Any] | None = None
     archive: dict[str, Any] | None = None
+    findings: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _ts(epoch: float) -> str:
@@ -120,11 +122,13 @@ def build(facts: RunFacts, nodes: list[NodeResult]) -> dict[str, Any]:
         "kube": facts.kube,
         "obfuscation": facts.obfuscation,
         "archive": facts.archive,
+        "findings": facts.findings,
         "settings": facts.settings,
         "node_results": [
             {"uuid": n.instance.uuid, "hostname": n.instance.hostname, "dir": n.dir,
              "status": n.status.value, "code": n.code, "reason": n.reason or None,
-             "seconds": None if n.seconds is None else round(n.seconds, 3)}
+             "seconds": None if n.seconds is None else round(n.seconds, 3),
+             "started_at": n.started_at, "services": sorted(n.instance.services)}
             for n in nodes
         ],
     }
@@ -160,6 +164,11 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     if arch.get("cuts"):
         lines.append(f"size cap: {len(arch['cuts'])} files cut to fit --max-size "
                      f"({arch['cut_bytes']} bytes left out; see report.txt)")
+    sev = Counter(f["severity"] for f in report.get("findings") or [])
+    if sev:
+        lines.append("findings: " + " · ".join(f"{sev[s]} {s}" for s in
+                                               ("critical", "warning", "info") if sev[s])
+                     + " (see report.txt or tpdump analyze)")
     if report["fatal"]:
         lines.append(f"FATAL: {report['fatal']}")
     for g in report["problems"]:
@@ -197,6 +206,9 @@ def render_text(report: Mapping[str, Any]) -> str:
         out.append(f"    targets: {', '.join(g['targets'][:50])}"
                    + (f", … +{len(g['targets']) - 50}" if len(g["targets"]) > 50 else ""))
         out.append(f"    e.g.: {g['sample']}")
+    out.append("")
+    out.append("Findings (tpdump analyze):")
+    out.extend(render_findings(report.get("findings") or []))
     if report["objects"]:
         out.append("")
         out.append("Objects (tctl get, one kind per call):")
@@ -263,18 +275,154 @@ def render_text(report: Mapping[str, Any]) -> str:
 
 
 _CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:70em;color:#1d2430;padding:0 1em}
-h1{font-size:1.6em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-.verdict{display:inline-block;padding:.2em .7em;border-radius:.3em;font-weight:600;color:#fff}
+body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2430;background:#fafbfc}
+main{max-width:76em;margin:0 auto;padding:0 1.2em 3em}
+nav{position:sticky;top:0;background:#1d2430;padding:.5em 1.2em;z-index:2}
+nav a{color:#dfe6ee;margin-right:1.2em;text-decoration:none;font-weight:500}
+nav a:hover{color:#fff;text-decoration:underline}
+h1{font-size:1.6em;margin:.8em 0 .3em}h2{font-size:1.2em;border-bottom:1px solid #ddd;
+padding-bottom:.2em;margin-top:1.8em}
+.verdict{display:inline-block;padding:.25em .8em;border-radius:.3em;font-weight:700;color:#fff;
+font-size:1.1em}
 .complete{background:#1f7a3a}.INCOMPLETE,.INTERRUPTED{background:#b26b00}.FAILED{background:#b3261e}
-table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #eee;padding:.25em .5em;
-text-align:left;vertical-align:top}code{background:#f3f4f6;padding:0 .2em}
-.error{color:#b3261e}.warning{color:#8a5a00}
+.cards{display:flex;flex-wrap:wrap;gap:.8em;margin:1em 0}
+.card{background:#fff;border:1px solid #e3e6ea;border-radius:.4em;padding:.6em 1em;min-width:8em}
+.card b{display:block;font-size:1.6em}.card span{color:#5b6573}
+table{border-collapse:collapse;width:100%;background:#fff}td,th{border-bottom:1px solid #eee;
+padding:.3em .5em;text-align:left;vertical-align:top}code{background:#f1f3f5;padding:0 .2em}
+.critical,.error{color:#b3261e;font-weight:600}.warning{color:#8a5a00;font-weight:600}
+.info{color:#2b5c9e}svg{background:#fff;border:1px solid #e3e6ea;border-radius:.4em}
+.legend span{display:inline-block;margin-right:1em}.legend i{display:inline-block;width:.8em;
+height:.8em;margin-right:.3em;border-radius:2px;vertical-align:-.05em}
+pre.ev{margin:.2em 0;white-space:pre-wrap;word-break:break-all;font-size:12px;
+background:#f6f8fa;padding:.3em .5em}
 """
+
+_STATUS_COLORS = {"ok": "#2e9d57", "partial": "#e0a100", "failed": "#d0392b",
+                  "skipped": "#9aa4b1", "interrupted": "#8e44ad", "not started": "#c7ccd3"}
+_MAX_TIMELINE = 400
+_MAX_PICTURE = 5000
+
+
+def _legend() -> str:
+    return "<p class='legend'>" + "".join(
+        f"<span><i style='background:{c}'></i>{html.escape(s)}</span>"
+        for s, c in _STATUS_COLORS.items()) + "</p>"
+
+
+def cluster_svg(nodes: list[Mapping[str, Any]]) -> str:
+    """Instances by service (one row per service), one square per instance, colored by
+    collection status; each square names its instance on hover."""
+    e = html.escape
+    by_service: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for n in nodes[:_MAX_PICTURE]:
+        for svc in n.get("services") or ["unknown"]:
+            by_service[svc].append(n)
+    per_row, size, gap, label = 50, 12, 2, 110
+    y, parts = 10, []
+    for svc in sorted(by_service):
+        items = by_service[svc]
+        rows = -(-len(items) // per_row)
+        parts.append(f"<text x='8' y='{y + 10}' font-size='12' fill='#1d2430'>"
+                     f"{e(svc)} ({len(items)})</text>")
+        for i, n in enumerate(items):
+            x = label + (i % per_row) * (size + gap)
+            yy = y + (i // per_row) * (size + gap)
+            color = _STATUS_COLORS.get(str(n.get("status")), "#666")
+            parts.append(f"<rect x='{x}' y='{yy}' width='{size}' height='{size}' rx='2' "
+                         f"fill='{color}'><title>{e(str(n.get('hostname') or n.get('uuid')))}"
+                         f": {e(str(n.get('status')))}</title></rect>")
+        y += rows * (size + gap) + 10
+    width = label + per_row * (size + gap) + 10
+    return (f"<svg id='cluster-picture' width='{width}' "
+            f"height='{max(y, 30)}' role='img' aria-label='instances by service and status'>"
+            + "".join(parts) + "</svg>")
+
+
+def timeline_svg(nodes: list[Mapping[str, Any]]) -> str:
+    """One bar per collected node: when its collection started and how long it took."""
+    e = html.escape
+    timed = sorted((n for n in nodes if isinstance(n.get("started_at"), (int, float))
+                    and isinstance(n.get("seconds"), (int, float))),
+                   key=lambda n: float(n["started_at"]))[:_MAX_TIMELINE]
+    if not timed:
+        return ("<svg id='timeline' width='400' "
+                "height='30'><text x='8' y='20' font-size='12'>no node was collected"
+                "</text></svg>")
+    t0 = min(float(n["started_at"]) for n in timed)
+    t1 = max(float(n["started_at"]) + float(n["seconds"]) for n in timed)
+    span = max(t1 - t0, 0.001)
+    label, plot, bar = 150, 620, 10
+    parts = []
+    for i, n in enumerate(timed):
+        x = label + (float(n["started_at"]) - t0) / span * plot
+        w = max(1.0, float(n["seconds"]) / span * plot)
+        y = 10 + i * (bar + 3)
+        name = str(n.get("hostname") or n.get("uuid"))
+        color = _STATUS_COLORS.get(str(n.get("status")), "#666")
+        parts.append(f"<text x='{label - 6}' y='{y + 9}' font-size='10' text-anchor='end'>"
+                     f"{e(name[:22])}</text><rect x='{x:.1f}' y='{y}' width='{w:.1f}' "
+                     f"height='{bar}' fill='{color}'><title>{e(name)}: "
+                     f"{float(n['seconds']):.1f} s ({e(str(n.get('status')))})</title></rect>")
+    h = 10 + len(timed) * (bar + 3) + 24
+    ticks = "".join(
+        f"<line x1='{label + plot * k / 4:.0f}' x2='{label + plot * k / 4:.0f}' y1='5' "
+        f"y2='{h - 20}' stroke='#e3e6ea'/><text x='{label + plot * k / 4:.0f}' y='{h - 6}' "
+        f"font-size='10' text-anchor='middle'>{span * k / 4:.3g} s</text>" for k in range(5))
+    return (f"<svg id='timeline' width='{label + plot + 30}' "
+            f"height='{h}' role='img' aria-label='per-node collection times'>{ticks}"
+            + "".join(parts) + "</svg>")
+
+
+def _cut(text: str, n: int = 160) -> str:
+    return text if len(text) <= n else text[:n] + " …"
+
+
+def _findings_html(findings: list[Mapping[str, Any]]) -> str:
+    e = html.escape
+    if not findings:
+        return "<p id='no-findings'>No findings: every analyzer stayed silent.</p>"
+    rows = []
+    for f in findings:
+        ev = "".join(f"<pre class='ev'><a href='{e(x['path'])}'>{e(x['path'])}</a>:"
+                     f"{x['line']}: {e(_cut(x['text']))}</pre>" for x in f["evidence"][:5])
+        targets = ", ".join(f["targets"][:20]) + (" …" if len(f["targets"]) > 20 else "")
+        rows.append(f"<tr><td class='{e(f['severity'])}'>{e(f['severity'])}</td>"
+                    f"<td><code>{e(f['id'])}</code></td><td>{e(f['summary'])}<br>"
+                    f"<small>{e(targets)}</small>{ev}</td></tr>")
+    return ("<table id='findings-table'><tr><th>severity</th><th>finding</th><th>what, "
+            "where, evidence</th></tr>" + "".join(rows) + "</table>")
+
+
+def _glance(report: Mapping[str, Any]) -> str:
+    n = report["nodes"]
+    sev = Counter(f["severity"] for f in report.get("findings") or [])
+    kinds = report["objects"]
+    ok_kinds = sum(1 for v in kinds.values() if v["status"] == "ok")
+    cards = [(n["total"], "instances"), (n["ok"], "collected ok"),
+             (n["partial"], "partial"), (n["failed"], "failed"),
+             (sev.get("critical", 0), "critical findings"),
+             (sev.get("warning", 0), "warnings"), (f"{ok_kinds}/{len(kinds)}", "object kinds")]
+    return "<div class='cards'>" + "".join(
+        f"<div class='card'><b>{html.escape(str(v))}</b><span>{html.escape(k)}</span></div>"
+        for v, k in cards) + "</div>"
+
+
+def _status_sentence(report: Mapping[str, Any]) -> str:
+    n = report["nodes"]
+    v = report["verdict"]
+    crit = sum(1 for f in report.get("findings") or [] if f["severity"] == "critical")
+    what = ("Everything was collected." if v == "complete" else
+            "Some things could not be collected (see Problems)." if v == "INCOMPLETE" else
+            "The run was interrupted: what was collected before is here." if v == "INTERRUPTED"
+            else "The run failed.")
+    health = (f" {crit} critical findings about the cluster." if crit else
+              " No critical finding about the cluster.")
+    return (f"Dump {v}: {n['ok']} of {n['total']} instances collected. {what}{health}")
 
 
 def render_html(report: Mapping[str, Any]) -> str:
-    """readme.html: self-contained (no external assets)."""
+    """readme.html: self-contained (no external assets, no scripts)."""
     e = html.escape
     v = report["verdict"]
     n = report["nodes"]
@@ -290,16 +438,52 @@ def render_html(report: Mapping[str, Any]) -> str:
             f"{e(known.remedy if known else '')}</td></tr>")
     red = "".join(f"<li>{e(k)}: {c}</li>" for k, c in report["redactions"].items()) \
         or "<li>none found</li>"
-    node_rows = "".join(
-        f"<tr><td><a href='{e(x['dir'])}/'>{e(x['hostname'] or x['uuid'])}</a></td>"
-        f"<td>{e(x['status'])}</td><td>{e(x['code'] or '')} {e(x['reason'] or '')}</td></tr>"
-        for x in report["node_results"][:5000])
+    node_rows = []
+    for x in report["node_results"][:5000]:
+        d = e(x["dir"])
+        files = f"<a href='{d}/node.json'>node.json</a>"
+        if x["status"] != "ok" and x["code"]:
+            files += f" · <a href='{d}/error.txt'>error.txt</a>"
+        color = _STATUS_COLORS.get(x["status"], "#666")
+        node_rows.append(
+            f"<tr id='{e(x['uuid'])}'><td><a href='{d}/'>{e(x['hostname'] or x['uuid'])}"
+            f"</a></td><td><i style='display:inline-block;width:.7em;height:.7em;"
+            f"background:{color};border-radius:2px'></i> {e(x['status'])}</td>"
+            f"<td>{e(', '.join(x.get('services') or []))}</td>"
+            f"<td>{'' if x['seconds'] is None else format(x['seconds'], '.1f') + ' s'}</td>"
+            f"<td>{files}</td><td>{e(x['code'] or '')} {e(x['reason'] or '')}</td></tr>")
+    findings = report.get("findings") or []
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tpdump: {e(report['cluster'])}</title>
 <style>{_CSS}</style></head><body>
+<nav><a href="#status">Status</a><a href="#picture">Cluster</a><a href="#timeline-h">Timeline</a>
+<a href="#findings">Findings ({len(findings)})</a><a href="#problems">Problems</a>
+<a href="#nodes">Nodes</a><a href="#read">How to read</a></nav>
+<main>
 <h1>Teleport support dump: {e(report['cluster'])}</h1>
+<section id="status">
 <p><span class="verdict {e(v)}">{e(v)}</span> taken {e(report['started'])} in
 {report['seconds']:.1f} s by tpdump {e(report['tool']['version'])}.</p>
+<p id="status-text"><b>{e(_status_sentence(report))}</b></p>
+{_glance(report)}
+<p>{n['total']} instances: {n['ok']} ok, {n['partial']} partial, {n['failed']} failed,
+{n['skipped']} without SSH service{', ' + str(n['interrupted'] + n['not started'])
+ + ' not finished' if n['interrupted'] or n['not started'] else ''}.</p>
+{'<p class="error">FATAL: ' + e(report['fatal']) + '</p>' if report['fatal'] else ''}
+</section>
+<h2 id="picture">The cluster: instances by service and status</h2>
+{_legend()}
+{cluster_svg(report['node_results'])}
+<h2 id="timeline-h">Collection timeline (per node: start and duration)</h2>
+{timeline_svg(report['node_results'])}
+<h2 id="findings">Findings</h2>
+<p>What the analyzers noticed about the cluster (<code>tpdump analyze</code> on the archive
+prints the same). Evidence is the archive file, its line number and the line.</p>
+{_findings_html(findings)}
+<h2 id="problems">Problems (collection)</h2>
+<table><tr><th>code</th><th>severity</th><th>what</th><th>count</th><th>targets</th>
+<th>explanation</th></tr>{''.join(rows) or '<tr><td colspan=6>none</td></tr>'}</table>
+{_kube_html(report.get("kube"))}
 <h2>What this is</h2>
 <p>A support dump of a Teleport cluster: the configuration, logs and state of every agent
 tpdump could reach, and the cluster's objects from the auth API, for a support engineer.
@@ -307,18 +491,9 @@ Secrets (private keys, join tokens, passwords, client secrets, bearer tokens) we
 before anything was written. <code>report.txt</code> is the plain-text report,
 <code>report.json</code> the same as data, <code>manifest.json</code> lists every file with
 its SHA-256.</p>
-<h2>Status</h2>
-<p>{n['total']} instances: {n['ok']} ok, {n['partial']} partial, {n['failed']} failed,
-{n['skipped']} without SSH service{', ' + str(n['interrupted'] + n['not started'])
- + ' not finished' if n['interrupted'] or n['not started'] else ''}.</p>
-{'<p class="error">FATAL: ' + e(report['fatal']) + '</p>' if report['fatal'] else ''}
-<h2>Problems</h2>
-<table><tr><th>code</th><th>severity</th><th>what</th><th>count</th><th>targets</th>
-<th>explanation</th></tr>{''.join(rows) or '<tr><td colspan=6>none</td></tr>'}</table>
-{_kube_html(report.get("kube"))}
 <h2>Secrets removed</h2><ul>{red}</ul>
 {_obfuscation_html(report.get("obfuscation"))}
-<h2>How to read it</h2>
+<h2 id="read">How to read it</h2>
 <ul><li><code>cluster/</code>: tctl status, tctl version, the inventory and discovery summary</li>
 <li><code>objects/</code>: <code>tctl_get_&lt;kind&gt;.yaml</code>, or <code>.error</code>
 when that kind could not be fetched</li>
@@ -330,9 +505,10 @@ namespaces where Teleport runs (Secret values removed), <code>kubectl_logs_&lt;n
 &lt;container&gt;[.previous].log</code>, <code>events.txt</code>, <code>.error</code> files for
 what could not be listed</li>
 <li><code>tpdump.log</code>: tpdump's own log of this run</li></ul>
-<h2>Nodes</h2>
-<table><tr><th>node</th><th>status</th><th>reason</th></tr>{node_rows}</table>
-</body></html>
+<h2 id="nodes">Nodes</h2>
+<table><tr><th>node</th><th>status</th><th>services</th><th>time</th><th>files</th>
+<th>reason</th></tr>{''.join(node_rows)}</table>
+</main></body></html>
 """
 
 

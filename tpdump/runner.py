@@ -19,6 +19,7 @@ import anyio
 import asyncssh
 import structlog
 
+from tpdump.analyze import at_dump_time as analyze_at_dump_time
 from tpdump.archive import ArchiveWriter, archive_suffix, safe_component
 from tpdump.collectors.cluster import write_cluster, write_objects, write_preflight
 from tpdump.collectors.kube import KubeApi, KubeSummary, collect_kube
@@ -256,6 +257,9 @@ class Run(ABC):
             elif r.status is NodeStatus.NOT_STARTED:
                 r.fail("TPD300" if self.interrupted else "TPD301", "not started",
                        "the run ended before this node's turn")
+        findings = [] if self.interrupted else await analyze_at_dump_time(
+            self.archive, self._node_files(), self.started, FINISH_BUDGET / 3,
+            stop=lambda: self.interrupted)
         facts = RunFacts(
             cluster=self.cluster, started=self.started, finished=time.time(),
             command=self.command, settings=self.settings.as_dict(),
@@ -265,7 +269,7 @@ class Run(ABC):
             archive_bytes=self.archive.bytes_written, tctl_calls=self.tctl_calls,
             kube=self.kube.as_dict() if self.kube is not None else None,
             obfuscation=self._obfuscation_facts(),
-            archive=self._archive_facts(),
+            archive=self._archive_facts(), findings=findings,
         )
         self.report = report = build(facts, self.results)
         add = self.archive.add
@@ -280,6 +284,18 @@ class Run(ABC):
                           priority="report")
         await add("tpdump.log", self.run_log.text(), source="tpdump", priority="report")
         await self.archive.finish_input()
+
+    def _node_files(self) -> dict[str, bytes]:
+        """Each node's node.json and error.txt as finish() writes them, for the analyzers."""
+        obf = self.obfuscator
+        out: dict[str, bytes] = {}
+        for r in self.results:
+            files = {f"{r.dir}/node.json": node_json(r).encode()}
+            if r.status is not NodeStatus.OK and r.code:
+                files[f"{r.dir}/error.txt"] = f"{r.code} {r.reason}\n".encode()
+            for path, data in files.items():
+                out[obf.path(path) if obf else path] = obf.data(data) if obf else data
+        return out
 
 
 async def _run_in(scope: anyio.CancelScope, func: Callable[[], Awaitable[None]]) -> None:

@@ -59,3 +59,25 @@ def test_renderings_mention_codes_and_targets() -> None:
     assert "join token: 3" in text and "INCOMPLETE" in text
     page = render_html(report)
     assert "nothing listens" in page and "<script" not in page and "http" not in page.lower()
+
+
+def test_findings_in_report_json_text_and_html() -> None:
+    """report.json gains `findings` (empty by default: older readers still work); the text
+    and the page show each finding with its evidence; the page has its two pictures."""
+    nodes = [node("web-1", NodeStatus.OK), node("web-2", NodeStatus.FAILED, "TPD200")]
+    assert build(facts(), nodes)["findings"] == []
+    finding = {"id": "clock_offset", "severity": "critical", "summary": "1 agents' clocks off",
+               "targets": ["web-1"], "details": {},
+               "evidence": [{"path": "nodes/uuid-web-1/node.json", "line": 17,
+                             "text": '"clock_offset_s": 120.0,'}]}
+    report = build(facts(findings=[finding]), nodes)
+    assert report["findings"] == [finding]
+    assert "findings: 1 critical" in "\n".join(summary_lines(report))
+    text = render_text(report)
+    assert "[critical] clock_offset: 1 agents' clocks off" in text
+    assert 'nodes/uuid-web-1/node.json:17: "clock_offset_s": 120.0,' in text
+    page = render_html(report)
+    assert "<svg id='cluster-picture'" in page and "<svg id='timeline'" in page
+    assert "id='findings-table'" in page and "clock_offset" in page
+    assert "href='nodes/uuid-web-1/node.json'" in page
+    assert "<script" not in page and "http" not in page.lower()

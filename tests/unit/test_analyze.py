@@ -1,0 +1,167 @@
+"""The analyzers on hand-made dump files: thresholds, evidence, isolation, and reading the
+files of an archive still being written."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import tpdump.analyze as an
+from tpdump.analyze import DumpView, analyze, parse_time, partial_files
+
+NOW = parse_time("2026-11-27T00:00:00Z") or 0.0
+
+
+def node(uuid: str, host: str, **kw: Any) -> tuple[str, bytes]:
+    doc = {"uuid": uuid, "hostname": host, "services": ["node"], "status": "ok",
+           "code": None, "reason": None, "clock_offset_s": 0.01, **kw}
+    return f"nodes/{uuid}/node.json", json.dumps(doc, indent=1).encode()
+
+
+def discovery(*insts: tuple[str, str, str, list[str]]) -> tuple[str, bytes]:
+    items = [{"uuid": u, "hostname": h, "version": v, "services": s} for u, h, v, s in insts]
+    return "cluster/discovery.json", json.dumps({"instances_list": items}, indent=1).encode()
+
+
+def ids(files: dict[str, bytes]) -> dict[str, list[str]]:
+    return {f.id: f.targets for f in analyze(files, NOW)}
+
+
+def test_version_skew_thresholds() -> None:
+    """One major behind is supported; two is not; newer than auth never is."""
+    files = dict([discovery(("a", "auth-1", "v17.4.2", ["auth"]),
+                            ("b", "one-behind", "v16.1.0", ["node"]),
+                            ("c", "two-behind", "v15.0.0", ["node"]),
+                            ("d", "newer", "v17.5.0", ["node"]),
+                            ("e", "same", "v17.4.2", ["node"]))])
+    found = ids(files)
+    assert found == {"version_skew_behind": ["two-behind"], "version_skew_newer": ["newer"]}
+    f = {x.id: x for x in analyze(files, NOW)}["version_skew_behind"]
+    ev = f.evidence[0]
+    assert ev.path == "cluster/discovery.json" and '"v15.0.0"' in ev.text
+    assert files[ev.path].decode().splitlines()[ev.line - 1].strip() == ev.text
+
+
+def test_clock_offset_thresholds() -> None:
+    files = dict([node("a", "fine", clock_offset_s=4.9), node("b", "warn", clock_offset_s=-6),
+                  node("c", "crit", clock_offset_s=61)])
+    found = {f.id + "/" + f.severity: f.targets for f in analyze(files, NOW)}
+    assert found == {"clock_offset/warning": ["warn"], "clock_offset/critical": ["crit"]}
+    # thresholds are data: a stricter table flags the first one too
+    strict = {**an.THRESHOLDS, "clock_warning_s": 1}
+    assert sum(len(f.targets) for f in analyze(files, NOW, strict)) == 3
+
+
+def test_heartbeats_expired_and_stale() -> None:
+    inv = [{"kind": "instance", "metadata": {"name": "u1", "expires": "2026-11-26T23:00:00Z"},
+            "spec": {"hostname": "gone", "last_seen": "2026-11-26T22:00:00Z"}},
+           {"kind": "instance", "metadata": {"name": "u2", "expires": "2026-11-27T01:00:00Z"},
+            "spec": {"hostname": "quiet", "last_seen": "2026-11-26T23:40:00.5Z"}},
+           {"kind": "instance", "metadata": {"name": "u3", "expires": "2026-11-27T01:00:00Z"},
+            "spec": {"hostname": "fine", "last_seen": "2026-11-26T23:59:00.123456789Z"}}]
+    files = {"cluster/inventory.json": json.dumps(inv, indent=1).encode()}
+    assert ids(files) == {"heartbeat_expired": ["gone"], "heartbeat_stale": ["quiet"]}
+
+
+def test_rbac_presets_and_sso_mappings_are_not_oddities() -> None:
+    preset = {"teleport.internal/resource-type": "preset"}
+    roles = [{"kind": "role", "metadata": {"name": "admin", "labels": preset},
+              "spec": {"allow": {"rules": [{"resources": ["*"], "verbs": ["*"]}]}}},
+             {"kind": "role", "metadata": {"name": "sso-only"}, "spec": {"allow": {}}},
+             {"kind": "role", "metadata": {"name": "held"}, "spec": {"allow": {}}},
+             {"kind": "role", "metadata": {"name": "lonely"},
+              "spec": {"allow": {"rules": [{"resources": ["*"], "verbs": ["read"]}]}}}]
+    users = [{"kind": "user", "metadata": {"name": "u"}, "spec": {"roles": ["held"]}}]
+    github = [{"kind": "github", "metadata": {"name": "gh"},
+               "spec": {"teams_to_roles": [{"team": "x", "roles": ["sso-only"]}]}}]
+    files = {"objects/tctl_get_role.yaml": yaml.safe_dump_all(roles).encode(),
+             "objects/tctl_get_user.yaml": yaml.safe_dump_all(users).encode(),
+             "objects/tctl_get_github.yaml": yaml.safe_dump_all(github).encode()}
+    assert ids(files) == {"rbac_role_unused": ["lonely"]}
+
+
+def test_yaml_docs_line_numbers() -> None:
+    v = DumpView({"x.yaml": b"a: 1\n---\nb: 2\nc: 3\n---\n\n---\nd: 4\n"}, NOW)
+    assert v.yaml_docs("x.yaml") == [(1, {"a": 1}), (3, {"b": 2, "c": 3}), (8, {"d": 4})]
+
+
+def test_error_burst_needs_share_and_count() -> None:
+    line = "2026-11-26T23:{:02d}:00.000Z {} [NODE:1]    {} error:x caller.go:1"
+    lines = [line.format(i % 60, "ERROR" if i % 4 == 0 else "INFO",
+                         "Boom happened." if i % 8 == 0 else "Other thing.") for i in range(100)]
+    files = dict([node("a", "n1")])
+    files["nodes/a/logs/teleport.log"] = "\n".join(lines).encode()
+    (f,) = analyze(files, NOW)
+    assert f.id == "log_error_burst" and f.details["errors"] == 25
+    assert f.details["top"] == [{"message": "Boom happened.", "count": 13},
+                                {"message": "Other thing.", "count": 12}]
+    assert f.evidence[0].line == 1
+    few = dict([node("a", "n1")])
+    few["nodes/a/logs/teleport.log"] = "\n".join(lines[:60]).encode()  # 15 errors < 20
+    assert analyze(few, NOW) == []
+
+
+def test_a_failing_analyzer_does_not_stop_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(v: DumpView, t: Any) -> list[an.Finding]:
+        raise RuntimeError("bad input")
+    monkeypatch.setattr(an, "ANALYZERS", {"boom": boom, "clock_offset": an.clock_offset})
+    found = analyze(dict([node("a", "n", clock_offset_s=100)]), NOW)
+    assert [f.id for f in found] == ["clock_offset", "analyzer_failed_boom"]
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_partial_files_reads_a_tar_gz_being_written(tmp_path: Path) -> None:
+    """Sync-flushed, not finished: every complete member is read, and the compressor's
+    pending tail completes the stream; only wanted files are kept."""
+    long = "root/nodes/" + "x" * 120 + "/version.txt"
+    tar = _tar({"root/a/version.txt": b"v1", long: b"v2", "root/big.bin": b"z" * 5000,
+                "root/b/version.txt": b"v3"})
+    z = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    cut = tar.index(b"v3\0") + 1  # the last member is still partly in the compressor
+    body = z.compress(tar[:cut]) + z.flush(zlib.Z_SYNC_FLUSH)
+    path = tmp_path / "x.tar.gz.partial"
+    path.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + body)
+    wanted = lambda p: p.endswith("version.txt")  # noqa: E731
+    got = partial_files(path, wanted, chunk=100)
+    assert got == {"a/version.txt": b"v1", long.split("/", 1)[1]: b"v2"}
+    z2 = z.copy()
+    tail = z2.compress(tar[cut:]) + z2.flush(zlib.Z_SYNC_FLUSH)
+    got = partial_files(path, wanted, tail)
+    assert got["b/version.txt"] == b"v3" and "big.bin" not in got
+
+
+def test_dump_time_analysis_stops_when_interrupted() -> None:
+    """An interrupt during the analysis: the report gets an info finding at once."""
+    import time
+
+    import anyio
+
+    def slow(v: DumpView, t: Any) -> list[an.Finding]:
+        time.sleep(1.5)
+        return []
+
+    async def main() -> tuple[list[dict[str, Any]], float]:
+        started = time.monotonic()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(an, "ANALYZERS", {"slow": slow})
+            got = await an.at_dump_time(None, {}, NOW, budget=10, stop=lambda: True)
+        return got, time.monotonic() - started
+
+    got, seconds = anyio.run(main)
+    assert [f["id"] for f in got] == ["analyzers_skipped"] and seconds < 1.0
