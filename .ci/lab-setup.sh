@@ -10,6 +10,8 @@
 # * passwd, procps          useradd/usermod; pkill (the Teleport unit's ExecReload)
 # * python3                 /usr/bin/python3 runs the Teleport stand-in inside the nodes
 # * kubectl                 the real client the Kubernetes API stand-in is tested with
+# * chromium                the headless browser of the web UI tests (tests/web/, driven
+#                           by Playwright with executable_path=/usr/bin/chromium)
 #
 # Also adds the host-wide safety route `unreachable 10.200.0.0/16` (the labs' range; the
 # more specific per-lab bridge routes still win) and /run/sshd.
@@ -33,6 +35,7 @@ declare -A probe=(
   [passwd]=/usr/sbin/useradd
   [procps]=/usr/bin/pkill
   [python3]=/usr/bin/python3
+  [chromium]=/usr/bin/chromium
 )
 need=()
 for pkg in "${!probe[@]}"; do

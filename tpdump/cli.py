@@ -1,4 +1,4 @@
-"""The command line: `tpdump cluster | node | kube | explain | sim | demo`."""
+"""The command line: `tpdump cluster | node | kube | snapshot | serve | explain | sim | demo`."""
 
 from __future__ import annotations
 
@@ -164,6 +164,20 @@ def parser() -> argparse.ArgumentParser:
     ins.add_argument("--list", action="store_true", help="list every file with its size")
     ins.add_argument("--cat", metavar="PATH", help="print one file of the archive")
     ins.add_argument("--extract", metavar="DIR", help="unpack every file under DIR")
+    ana = sub.add_parser("analyze", help="findings about the cluster in a dump",
+                         description="Run the analyzers (version skew, CAs, heartbeats, "
+                         "/readyz, log error bursts, clock offset, reverse tunnels, RBAC, "
+                         "unreachable nodes) over an archive and print findings with "
+                         "evidence (file:line). Exit 0 without critical findings, 1 with.")
+    ana.add_argument("archive", help="the archive (or its first part)")
+    ana.add_argument("--json", action="store_true", help="print the findings as JSON")
+    dif = sub.add_parser("diff", help="what changed between two dumps",
+                         description="Instances added and removed, versions changed, objects "
+                         "added/removed/changed per kind, new problem codes and new findings."
+                         " Exit 0 when nothing changed, 1 otherwise.")
+    dif.add_argument("old", help="the older archive")
+    dif.add_argument("new", help="the newer archive")
+    dif.add_argument("--json", action="store_true", help="print the differences as JSON")
     exp = sub.add_parser("explain", help="the long explanation of an error code")
     exp.add_argument("code", nargs="?", help="e.g. TPD200; without it, list every code")
     exp.add_argument("--markdown", action="store_true",
@@ -174,7 +188,44 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("-q", "--quiet", action="store_true")
     sub.add_parser("sim", help="run a simulated cluster from a scenario (see docs/scenario.md)",
                    add_help=False)
+    _add_serve_snapshot(sub)
     return top
+
+
+def _add_serve_snapshot(sub: Any) -> None:
+    """`tpdump snapshot` and `tpdump serve` (their code: tpdump/snapshot.py, serve.py)."""
+    snap = sub.add_parser("snapshot", help="one scheduled dump into a directory with an "
+                          "index and retention",
+                          description="One run (by default the cluster dump, with every "
+                          "option of `tpdump cluster`) stored in DIR and listed in "
+                          "DIR/index.json; then the oldest snapshots beyond --keep, "
+                          "--max-age or --max-total-size are deleted (only files the index "
+                          "lists; the newest always stays).")
+    snap.add_argument("--dir", required=True, metavar="DIR", help="the snapshot directory")
+    snap.add_argument("--keep", type=_number(int), default=None, metavar="N",
+                      help="keep the N newest snapshots")
+    snap.add_argument("--max-age", default=None, metavar="AGE",
+                      help="delete snapshots older than this (e.g. 12h, 7d)")
+    snap.add_argument("--max-total-size", default=None, metavar="SIZE",
+                      help="delete the oldest snapshots beyond this total (e.g. 2GB)")
+    snap.add_argument("--scope", choices=("cluster", "node", "kube"), default="cluster",
+                      help="what to dump (default: cluster)")
+    _add_run_options(snap, "cluster")
+    serve = sub.add_parser("serve", help="the web UI: start dumps, watch them, download",
+                           description="A web page to start a dump with one button, watch "
+                           "its progress and download dumps and snapshots. Every request "
+                           "needs the token. Dumps use the settings of --config and the "
+                           "flags below (as `tpdump cluster`), with the profile chosen on "
+                           "the page.")
+    serve.add_argument("--dir", required=True, metavar="DIR",
+                       help="where dumps started from the page go (with index.json)")
+    serve.add_argument("--snapshot-dir", action="append", default=[], metavar="DIR",
+                       help="also list the snapshots of this directory (repeatable)")
+    serve.add_argument("--listen", default="127.0.0.1:8765", metavar="HOST:PORT",
+                       help="address to listen on (default 127.0.0.1:8765, loopback only)")
+    serve.add_argument("--token-file", default=None, metavar="FILE",
+                       help="the access token (first line); default: a random one, printed")
+    _add_run_options(serve, "cluster")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -311,10 +362,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tpdump.inspect import inspect
             return inspect(args.archive, list_files=args.list, cat=args.cat,
                            extract=args.extract)
+        if args.command == "analyze":
+            from tpdump.analyze import cmd_analyze
+            return cmd_analyze(args.archive, as_json=args.json)
+        if args.command == "diff":
+            from tpdump.diff import cmd_diff
+            return cmd_diff(args.old, args.new, as_json=args.json)
         settings = settings_from(args)
         if args.print_config:
             print(yaml.safe_dump(settings.as_dict(), sort_keys=True), end="")
             return 0
+        if args.command in ("snapshot", "serve"):
+            return cmd_serve_snapshot(args, settings, "tpdump " + shlex.join(argv))
         if args.command == "node":
             return cmd_node(settings, "tpdump " + shlex.join(argv))
         if args.command == "kube":
@@ -326,6 +385,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)
+
+
+def cmd_serve_snapshot(args: argparse.Namespace, settings: Settings, command: str) -> int:
+    """`tpdump snapshot` and `tpdump serve`."""
+    if settings.output is not None:
+        raise UsageError(f"{args.command}: -o/--output is not used; the archive goes to --dir")
+    if args.command == "serve":
+        from tpdump.serve import load_token, serve
+
+        flags = {dest: getattr(args, dest) for _, dest, _ in _VALUE_FLAGS
+                 if getattr(args, dest, None) is not None}
+        for dest in ("insecure_accept_any_host_key", "kube", "obfuscate", "obfuscate_uuids",
+                     "metrics", "journal_json"):
+            if getattr(args, dest, None) is not None:
+                flags[dest] = getattr(args, dest)
+        token = load_token(args.token_file)
+        dump_dir = Path(args.dir).resolve()
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        return anyio.run(lambda: serve(
+            listen=args.listen, token=token, dump_dir=dump_dir,
+            snapshot_dirs=[Path(d).resolve() for d in args.snapshot_dir],
+            file_values=load_file(args.config) if args.config else {}, flag_values=flags,
+            printed_token=args.token_file is None))
+    from tpdump.config import parse_size
+    from tpdump.snapshot import parse_age, retention, run_into
+
+    if args.keep is not None and args.keep < 1:
+        raise UsageError("--keep: at least 1")
+    max_age = parse_age(args.max_age) if args.max_age else None
+    max_total = parse_size(args.max_total_size, "--max-total-size") \
+        if args.max_total_size else None
+    if args.scope == "cluster":
+        _require(settings)
+    directory = Path(args.dir)
+    run_log = configure(verbose=settings.verbose, quiet=settings.quiet, fmt=settings.log_format)
+    entry = anyio.run(lambda: run_into(directory, settings, args.scope, run_log, command,
+                                       kind="snapshot"))
+    print(f"snapshot: {directory / entry['name']} ({entry['verdict']}, "
+          f"{entry['bytes']} bytes)")
+    removed = retention(directory, keep=args.keep, max_age=max_age, max_total_size=max_total)
+    for name in removed:
+        print(f"removed: {name}")
+    return int(entry["exit_code"])
 
 
 def _require(settings: Settings) -> None:

@@ -1,0 +1,1 @@
+"""The page of `tpdump serve` (self-contained: no external assets)."""
