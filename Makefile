@@ -30,6 +30,9 @@ bench: $(STAMP)
 	$(PY) bench/fanout.py
 	$(PY) bench/sos_compare.py
 	$(PY) bench/kube.py
+	$(PY) bench/profiles.py
+	$(PY) bench/redact_throughput.py
+	$(PY) bench/obfuscate_compare.py
 
 clean:
 	rm -rf $(VENV) dumps build *.egg-info
