@@ -158,6 +158,14 @@ def test_obfuscate_hides_identifiers_consistently(state: Path, tmp_path: Path) -
     assert not any(str(mapping) in p for p in obf.files)
     report = obf.json("report.json")
     assert report["obfuscation"]["distinct"]["host"] >= 7
+    # readme.html and report.txt say what was stripped and obfuscated, by category.
+    readme = obf.files["readme.html"].decode()
+    text = obf.files["report.txt"].decode()
+    assert f"host: {report['obfuscation']['distinct']['host']} distinct" in readme
+    assert f"  host: {report['obfuscation']['distinct']['host']} (" in text
+    for category, count in report["redactions"].items():
+        assert f"{category}: {count}" in text
+        assert f"<li>{category}: {count}</li>" in readme
     assert report["obfuscation"]["distinct"]["user"] >= len(ids["user"])
     # The same key gives the same tokens in another dump; another key does not.
     again = dump(state, tmp_path / "again", "--obfuscate", "--obfuscation-key", str(key))
