@@ -385,6 +385,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)
+    except Exception:  # a bug must not exit 1, which means "archive written, incomplete"
+        import traceback
+
+        traceback.print_exc()
+        print("tpdump: internal error (a bug); please report the traceback above",
+              file=sys.stderr)
+        return int(ExitCode.FATAL)
 
 
 def cmd_serve_snapshot(args: argparse.Namespace, settings: Settings, command: str) -> int:

@@ -41,14 +41,21 @@ def test_snapshot_service_and_timer_run_under_systemd(nspawn_lab: NspawnLab) -> 
                     input=service.encode())
     lab.run_in_node(NODE, ["sh", "-c", "cat > /etc/systemd/system/tpdump-snapshot.timer"],
                     input=timer.encode())
-    python = os.path.realpath(sys.executable)
-    if python.startswith(("/root/", "/home/")) or str(ROOT).startswith(("/root/", "/home/")):
-        # This checkout's Python lives in a home directory (pyenv), which the unit's
-        # ProtectHome=yes hides, as it should for a real install under /usr or /opt: a
-        # drop-in lets the test's interpreter be read, nothing else is relaxed.
+    # This checkout's Python may live where the unit's hardening hides it, as it should
+    # for a real install under /usr or /opt: in a home directory (pyenv; ProtectHome=yes)
+    # or under /tmp (a CI checkout; PrivateTmp=yes: bound back in, read-only). A drop-in
+    # relaxes only that.
+    places = [os.path.realpath(sys.executable), sys.prefix, str(ROOT)]
+    relax = []
+    if any(p.startswith(("/root/", "/home/")) for p in places):
+        relax.append("ProtectHome=read-only")
+    for place in (str(ROOT), sys.prefix):
+        if place.startswith(("/tmp/", "/var/tmp/")):
+            relax.append(f"BindReadOnlyPaths={place}")
+    if relax:
+        body = "\\n".join(["[Service]", *relax])
         sh(lab, "mkdir -p /etc/systemd/system/tpdump-snapshot.service.d && printf "
-                "'[Service]\\nProtectHome=read-only\\n' > "
-                "/etc/systemd/system/tpdump-snapshot.service.d/test-python.conf")
+                f"'{body}\\n' > /etc/systemd/system/tpdump-snapshot.service.d/test.conf")
     sh(lab, "systemctl daemon-reload")
     # Started by systemd, as systemd runs it (oneshot: `start` returns when it ended).
     res = lab.run_in_node(NODE, ["systemctl", "start", "tpdump-snapshot.service"],

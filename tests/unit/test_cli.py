@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tpdump.cli import main
 
 
@@ -52,3 +54,18 @@ def test_codes_doc_is_in_sync() -> None:
     assert doc == codes_markdown(), "regenerate: tpdump explain --markdown > docs/codes.md"
     for c in CODES.values():
         assert f"## {c.code}: {c.title}" in doc
+
+
+def test_a_bug_exits_fatal_not_incomplete(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 1 means "archive written but incomplete" (a timer unit treats it as success):
+    an unexpected exception must exit 3 with its traceback."""
+    from tpdump import cli
+
+    def boom(code: str | None) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "cmd_explain", boom)
+    assert cli.main(["explain", "TPD200"]) == 3
+    err = capsys.readouterr().err
+    assert "RuntimeError: boom" in err and "internal error" in err
