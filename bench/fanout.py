@@ -7,10 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -20,34 +17,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_of, report_of, run  # noqa: E402
 from tpdump.sim.cli import start_in_subprocess  # noqa: E402
-
-
-def run(cmd: list[str]) -> tuple[int, float, float, int]:
-    """Run a command; returns (exit, wall s, CPU s of the process, peak RSS bytes)."""
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
-
-
-def _cpu_of(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def report_of(out: Path) -> dict:
-    archive = sorted(out.glob("*.tar.gz"))[-1]
-    with tarfile.open(archive) as tar:
-        for m in tar:
-            if m.name.endswith("/report.json"):
-                f = tar.extractfile(m)
-                assert f is not None
-                return json.loads(f.read())
-    raise RuntimeError("no report.json")
 
 
 def main() -> int:
@@ -79,9 +50,9 @@ def main() -> int:
                                         f"{tmp}/one{i}/"])
                 t1s.append(report_of(tmp / f"one{i}")["node_results"][0]["seconds"])
             t1 = min(t1s)
-            sim_cpu0 = _cpu_of(sim.pid)
+            sim_cpu0 = cpu_of(sim.pid)
             rc, wall, cpu, rss = run([*base, "--concurrency", str(c), "-o", f"{tmp}/all/"])
-            sim_cpu = _cpu_of(sim.pid) - sim_cpu0
+            sim_cpu = cpu_of(sim.pid) - sim_cpu0
             full = report_of(tmp / "all")
             archive = sorted((tmp / "all").glob("*.tar.gz"))[-1]
             size = archive.stat().st_size

@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
@@ -19,27 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import report_of, run  # noqa: E402
 from tpdump.sim.cli import start_in_subprocess  # noqa: E402
-
-
-def run(cmd: list[str]) -> tuple[int, float, float, int]:
-    """(exit, wall s, CPU s, peak RSS bytes) of a command."""
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    return (os.waitstatus_to_exitcode(status), time.monotonic() - started,
-            usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
-
-
-def report_of(out: Path) -> dict:
-    archive = sorted(out.glob("*.tar.gz"))[-1]
-    with tarfile.open(archive) as tar:
-        for m in tar:
-            if m.name.endswith("/report.json"):
-                f = tar.extractfile(m)
-                assert f is not None
-                return json.loads(f.read())
-    raise RuntimeError("no report.json")
 
 
 def main() -> int:

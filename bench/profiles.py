@@ -25,6 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_of  # noqa: E402
 from tpdump.config import PROFILES  # noqa: E402
 from tpdump.sim.cli import start_in_subprocess  # noqa: E402
 
@@ -52,11 +53,6 @@ def run(cmd: list[str]) -> tuple[int, float, float, int, str]:
             tail)
 
 
-def cpu_of(pid: int) -> float:
-    """CPU seconds (user + system) a process and its reaped children have used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # utime, stime, cutime, cstime (the simulator runs systemd-journal-remote/journalctl)
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def read_archive(out: Path) -> tuple[dict[str, Any], Counter[tuple[str, str, str]], int]:

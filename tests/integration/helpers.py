@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from tpdump import archive
 from tpdump.sim.cli import start_in_subprocess
 
 
@@ -64,15 +64,8 @@ def tpdump_cmd(*args: str) -> list[str]:
 
 
 def read_archive(path: Path) -> dict[str, bytes]:
-    """Every file of a tar.gz archive, keyed by path below the root directory."""
-    files: dict[str, bytes] = {}
-    with tarfile.open(path, "r:gz") as tar:
-        for member in tar:
-            if member.isfile():
-                f = tar.extractfile(member)
-                assert f is not None
-                files[member.name.split("/", 1)[1]] = f.read()
-    return files
+    """Every file of an archive (tar.gz, zip or split), keyed by path below the root."""
+    return archive.read_archive(path)
 
 
 def find_archive(out_dir: Path) -> Path | None:
