@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import yaml
@@ -88,6 +88,16 @@ _NODE_FLAGS = {*_COMMON, "item_timeout", "max_output", "log_window_h", "log_line
 _KUBE_FLAGS = {*_COMMON, "log_window_h", *_KUBE}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors read like tpdump's others: one line with the code
+    (`tpdump: TPD001: …`) and exit 2, instead of the usage text and `error:`."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("tpdump").strip()
+        self.exit(int(ExitCode.USAGE), f"tpdump: TPD001: {command + ': ' if command else ''}"
+                  f"{message} (`{self.prog} --help` lists the options)\n")
+
+
 def _number(kind: type) -> Any:
     def parse(text: str) -> Any:
         try:
@@ -134,7 +144,7 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="tpdump", description="Support dumps of Teleport clusters: one command, "
         "one archive. Exit codes: 0 complete, 1 incomplete, 2 usage, 3 fatal, "
         "130 interrupted.")

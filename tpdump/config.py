@@ -7,6 +7,7 @@ come from the file or a flag.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -253,7 +254,10 @@ def parse_size(value: object, name: str) -> int:
     unit = (match.group(2) or "").lower() if match else ""
     if not match or unit not in _UNITS:
         raise UsageError(f"{name}: expected a size like 5MB or 512KiB, got {value!r}")
-    size = int(float(match.group(1)) * _UNITS[unit])
+    scaled = float(match.group(1)) * _UNITS[unit]
+    if not math.isfinite(scaled):
+        raise UsageError(f"{name}: too large, got {value!r}")
+    size = int(scaled)
     if size <= 0:
         raise UsageError(f"{name}: must be positive, got {value!r}")
     return size
@@ -277,7 +281,8 @@ def _coerce(name: str, value: Any, base: Path | None) -> Any:
             raise UsageError(f"{name}: expected a positive whole number, got {value!r}")
         return value
     if kind in ("float",):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not math.isfinite(value) or value <= 0:
             raise UsageError(f"{name}: expected a positive number of seconds, got {value!r}")
         return float(value)
     if kind in ("bool", "bool | None"):
@@ -313,10 +318,15 @@ def load_file(path: str) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--config {path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--config {path}: not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start})") from exc
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"--config {path}: not valid YAML: {exc}") from exc
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: a value YAML cannot build (`2024-02-30`, `!!int abc`).
+        first = " ".join(str(exc).split())
+        raise UsageError(f"--config {path}: not valid YAML: {first}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -337,7 +347,7 @@ def resolve(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> S
         if name not in _FIELDS:
             raise UsageError(f"unknown option {name!r}")
     profile = flag_values.get("profile") or file_values.get("profile") or DEFAULT_PROFILE
-    if profile not in PROFILES:
+    if not isinstance(profile, str) or profile not in PROFILES:
         raise UsageError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
     merged: dict[str, Any] = dict(PROFILES[profile])
     merged.update(file_values)

@@ -40,7 +40,9 @@ def instances(v: DumpView) -> dict[str, dict[str, str]]:
 
 def _normal(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _normal(v) for k, v in sorted(value.items()) if k not in VOLATILE_KEYS}
+        # YAML keys need not be strings (`1: x`, `null: y`): ordered by their text.
+        return {k: _normal(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
+                if k not in VOLATILE_KEYS}
     if isinstance(value, list):
         return [_normal(v) for v in value]
     if isinstance(value, str) and _TIME.match(value):
@@ -58,8 +60,8 @@ def objects(v: DumpView) -> dict[str, dict[str, Any]]:
         docs: dict[str, Any] = {}
         for _, doc in v.yaml_docs(path):
             if isinstance(doc, dict):
-                meta = doc.get("metadata") or {}
-                name = str(meta.get("name", "?"))
+                meta = doc.get("metadata")
+                name = str(meta.get("name", "?")) if isinstance(meta, dict) else "?"
                 sub = doc.get("sub_kind")
                 key = f"{sub}/{name}" if sub and m.group(1) == "cert_authority" else name
                 docs[key] = _normal(doc)
@@ -91,10 +93,11 @@ def diff(old_files: Mapping[str, bytes], new_files: Mapping[str, bytes]) -> dict
                  "changed": sorted(k for k in set(a) & set(b) if a[k] != b[k])}
         if any(entry.values()):
             obj[kind] = entry
-    op = {g["code"] for g in _report(old).get("problems") or []}
-    np_ = {g["code"] for g in _report(new).get("problems") or []}
+    op, np_ = _problem_codes(old), _problem_codes(new)
     of = {f["id"]: f for f in _findings(old_files, old)}
     nf = {f["id"]: f for f in _findings(new_files, new)}
+    nf = {k: {"severity": str(f.get("severity")), "summary": str(f.get("summary"))}
+          for k, f in nf.items()}
     return {
         "instances": {
             "added": sorted(label(u, ni) for u in set(ni) - set(oi)),
@@ -109,11 +112,18 @@ def diff(old_files: Mapping[str, bytes], new_files: Mapping[str, bytes]) -> dict
     }
 
 
+def _problem_codes(view: DumpView) -> set[str]:
+    problems = _report(view).get("problems")
+    return {str(g["code"]) for g in problems if isinstance(g, dict) and "code" in g} \
+        if isinstance(problems, list) else set()
+
+
 def _findings(files: Mapping[str, bytes], view: DumpView) -> list[dict[str, Any]]:
     """The dump's own findings (report.json) when it has them, else analyzed now."""
     rep = _report(view)
     if isinstance(rep.get("findings"), list):
-        return [f for f in rep["findings"] if isinstance(f, dict) and "id" in f]
+        return [{**f, "id": str(f["id"])} for f in rep["findings"]
+                if isinstance(f, dict) and "id" in f]
     return [f.as_dict() for f in analyze(files)]
 
 

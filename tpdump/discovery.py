@@ -96,7 +96,10 @@ def parse_json_docs(raw: bytes) -> list[dict[str, Any]]:
     text = raw.decode("utf-8").strip()
     if not text:
         return []
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
@@ -143,7 +146,8 @@ def merge(
         inst.sources.add("inventory")
         inst.hostname = inst.hostname or _str(spec.get("hostname"))
         inst.version = _str(spec.get("version")) or inst.version
-        for svc in spec.get("services") or ():
+        services = spec.get("services")
+        for svc in services if isinstance(services, list) else ():
             key = _str(svc).lower().replace("_", "")
             inst.services.add(_INVENTORY_SERVICES.get(key, key))
         inst.records.setdefault("inventory", []).append(dict(doc))
@@ -172,10 +176,9 @@ def _split_addr(addr: str) -> tuple[str, int] | None:
     if not sep:
         return addr, DEFAULT_SSH_PORT
     host = host.strip("[]")
-    try:
-        return host, int(port)
-    except ValueError:
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         return None
+    return host, int(port)
 
 
 def assign_target(inst: Instance, targets: Mapping[str, str]) -> None:

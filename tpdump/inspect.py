@@ -8,9 +8,9 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from tpdump.archive import archive_parts, read_archive, safe_path, verify
+from tpdump.archive import UnsafeArchive, archive_parts, read_archive, safe_path, verify
 from tpdump.errors import UsageError
 
 
@@ -26,8 +26,22 @@ def load(path: str) -> dict[str, bytes]:
                          code="TPD401")
     try:
         return read_archive(p)
+    except UnsafeArchive as exc:
+        raise UsageError(f"refused: {exc}", code="TPD402") from exc
     except (OSError, EOFError, ValueError, tarfile.TarError, zipfile.BadZipFile) as exc:
         raise UsageError(f"{path}: unreadable archive: {exc}", code="TPD401") from exc
+
+
+def _manifest_entries(raw: bytes) -> dict[str, dict[str, Any]]:
+    """The manifest's entries by path; whatever is not a valid entry is left out (the
+    checksum verification reports it)."""
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    return {str(e["path"]): e for e in listed or () if isinstance(e, dict) and "path" in e} \
+        if isinstance(listed, list) else {}
 
 
 def inspect(path: str, *, list_files: bool = False, cat: str | None = None,
@@ -59,8 +73,7 @@ def inspect(path: str, *, list_files: bool = False, cat: str | None = None,
     else:
         out.write("checksums: every file matches manifest.json\n")
     if list_files:
-        manifest = json.loads(files.get("manifest.json", b'{"files": []}'))
-        flags = {e["path"]: e for e in manifest.get("files", [])}
+        flags = _manifest_entries(files.get("manifest.json", b"{}"))
         for name in sorted(files):
             e = flags.get(name, {})
             cut = " (truncated)" if e.get("truncated") else ""

@@ -92,6 +92,8 @@ def load_token(path: str | None) -> str:
         text = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise UsageError(f"--token-file {path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--token-file {path}: not UTF-8 text") from exc
     token = text.splitlines()[0].strip() if text else ""
     if len(token) < 16:
         raise UsageError(f"--token-file {path}: the token must have at least 16 characters")

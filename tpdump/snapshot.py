@@ -12,6 +12,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -42,7 +43,7 @@ _AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def parse_age(text: str) -> float:
     """Seconds from `90`, `30m`, `12h`, `7d`, `2w`."""
     match = _AGE.match(text)
-    if not match or float(match.group(1)) <= 0:
+    if not match or not 0 < float(match.group(1)) < 1e12:
         raise UsageError(f"--max-age: expected an age like 12h or 7d, got {text!r}")
     return float(match.group(1)) * _AGE_UNITS[match.group(2).lower()]
 
@@ -68,15 +69,26 @@ def load_index(directory: Path) -> list[dict[str, Any]]:
     unreadable)."""
     try:
         data = json.loads((directory / INDEX).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []
     entries = data.get("entries") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         return []
     good = [e for e in entries if isinstance(e, dict) and isinstance(e.get("files"), list)
             and all(isinstance(f, dict) and safe_name(str(f.get("name", "")))
-                    for f in e["files"])]
+                    for f in e["files"])
+            and _number(e.get("started"), float) and _number(e.get("bytes"), int)]
     return sorted(good, key=lambda e: float(e.get("started") or 0), reverse=True)
+
+
+def _number(value: Any, kind: type[float] | type[int]) -> bool:
+    """Whether an index field that is sorted or summed on reads as a finite number of
+    `kind` (or is absent): an entry damaged there is left out rather than stopping
+    retention and the web page."""
+    try:
+        return math.isfinite(kind(value or 0))
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def write_index(directory: Path, entries: list[dict[str, Any]]) -> None:

@@ -107,6 +107,8 @@ def _parse_v17(lines: list[str]) -> ClusterStatus:
         return status
     dashes = lines[header_at + 1]
     starts = [m.start() for m in re.finditer(r"-+", dashes)]
+    if not starts:  # not the table's rule line: no columns to cut by
+        return status
     current: Authority | None = None
     for line in lines[header_at + 2:]:
         if not line.strip():

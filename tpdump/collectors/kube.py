@@ -191,7 +191,7 @@ class KubeApi:
             raise KubeCallError(200, "TooLarge", f"the answer is larger than {cap} bytes")
         try:
             data = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise KubeCallError(200, "BadJSON", f"the answer is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise KubeCallError(200, "BadJSON", "the answer is not a JSON object")
@@ -239,7 +239,7 @@ def _status_error(status: int, body: bytes) -> KubeCallError:
     """The API's `Status` object as an error (or the raw text when it is not one)."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and data.get("kind") == "Status":
         return KubeCallError(status, str(data.get("reason") or "Error"),
@@ -388,7 +388,7 @@ class KubeCollector:
             pods = []
         for pod in pods:
             why = teleport_reason(pod)
-            ns = (pod.get("metadata") or {}).get("namespace")
+            ns = _field(pod, "metadata").get("namespace")
             if why and isinstance(ns, str) and ns not in found:
                 found[ns] = why
         # Workloads scaled to zero have no pods: look at their labels too.
@@ -401,7 +401,7 @@ class KubeCollector:
                 except KubeCallError:
                     continue  # the pod scan is what counts; this is a second look
                 for obj in items:
-                    ns = (obj.get("metadata") or {}).get("namespace")
+                    ns = _field(obj, "metadata").get("namespace")
                     if isinstance(ns, str) and ns not in found:
                         found[ns] = f"{plural} labelled {label}"
         if not found:
@@ -457,9 +457,9 @@ class KubeCollector:
     def clean(self, rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         """An item as `kubectl get -o yaml` shows it, without secrets."""
         out = {"apiVersion": rtype.api_version, "kind": rtype.kind, **obj}
-        meta = dict(out.get("metadata") or {})
+        meta = dict(_field(out, "metadata"))
         meta.pop("managedFields", None)
-        annotations = dict(meta.get("annotations") or {})
+        annotations = dict(_field(meta, "annotations"))
         if "kubectl.kubernetes.io/last-applied-configuration" in annotations and (
                 rtype.kind == "Secret" or rtype.kind == "ConfigMap"):
             annotations["kubectl.kubernetes.io/last-applied-configuration"] = \
@@ -524,9 +524,21 @@ class KubeCollector:
                           priority="log")
 
 
+def _field(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A field that must be an object; anything else from the API counts as empty."""
+    value = obj.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _items(obj: Mapping[str, Any], key: str) -> list[Any]:
+    """A field that must be a list; anything else from the API counts as empty."""
+    value = obj.get(key)
+    return value if isinstance(value, list) else []
+
+
 def teleport_reason(obj: Mapping[str, Any]) -> str | None:
     """Why a pod belongs to Teleport (chart label or container name), or None."""
-    meta = obj.get("metadata") or {}
+    meta = _field(obj, "metadata")
     labels = meta.get("labels") or {}
     if isinstance(labels, Mapping):
         for label in CHART_LABELS:
@@ -535,9 +547,9 @@ def teleport_reason(obj: Mapping[str, Any]) -> str | None:
         chart = str(labels.get("helm.sh/chart", ""))
         if any(chart.startswith(c + "-") for c in TELEPORT_CHARTS):
             return f"pods labelled helm.sh/chart={chart}"
-    spec = obj.get("spec") or {}
+    spec = _field(obj, "spec")
     for key in ("containers", "initContainers"):
-        for c in spec.get(key) or [] if isinstance(spec, Mapping) else []:
+        for c in _items(spec, key):
             if isinstance(c, Mapping) and c.get("name") == TELEPORT_CONTAINER:
                 return "a container named teleport"
     return None
@@ -545,17 +557,17 @@ def teleport_reason(obj: Mapping[str, Any]) -> str | None:
 
 def _containers(pod: Mapping[str, Any]) -> list[tuple[str, bool]]:
     """(container name, restarted) for every init, regular and ephemeral container."""
-    spec = pod.get("spec") or {}
-    status = pod.get("status") or {}
+    spec = _field(pod, "spec")
+    status = _field(pod, "status")
     restarts: dict[str, bool] = {}
     for key in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
-        for s in status.get(key) or []:
+        for s in _items(status, key):
             if isinstance(s, Mapping) and s.get("name"):
-                last = s.get("lastState") or {}
+                last = _field(s, "lastState")
                 restarts[str(s["name"])] = bool(s.get("restartCount")) or "terminated" in last
     out = []
     for key in ("initContainers", "containers", "ephemeralContainers"):
-        for c in spec.get(key) or []:
+        for c in _items(spec, key):
             if isinstance(c, Mapping) and c.get("name"):
                 out.append((str(c["name"]), restarts.get(str(c["name"]), False)))
     return out
@@ -589,8 +601,8 @@ def events_table(events: list[dict[str, Any]], redactor: Redactor) -> str:
     """Events sorted by time, one a line (`kubectl get events -A --sort-by`)."""
     rows = []
     for e in events:
-        meta = e.get("metadata") or {}
-        obj = e.get("involvedObject") or e.get("regarding") or {}
+        meta = _field(e, "metadata")
+        obj = _field(e, "involvedObject") or _field(e, "regarding")
         when = (e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp")
                 or meta.get("creationTimestamp") or "")
         rows.append((str(when), str(meta.get("namespace", "")), str(e.get("type", "")),
