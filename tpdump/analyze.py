@@ -9,7 +9,6 @@ archive path, line number and the line itself."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
 import re
@@ -26,7 +25,10 @@ from typing import Any
 
 import yaml
 
+from tpdump.redact import Loader
+
 SEVERITIES = ("critical", "warning", "info")
+_QUOTED = re.compile(r'"[^"\n]*"')
 
 # Every limit the analyzers use; change here (or pass another mapping to `analyze`).
 THRESHOLDS: Mapping[str, float] = MappingProxyType({
@@ -76,6 +78,7 @@ class DumpView:
     def __init__(self, files: Mapping[str, bytes], now: float | None = None) -> None:
         self.files = MappingProxyType(dict(files))
         self._lines: dict[str, list[str]] = {}
+        self._quoted: dict[str, dict[str, int]] = {}
         self.now = now if now is not None else self._dump_time()
 
     def _dump_time(self) -> float:
@@ -102,27 +105,45 @@ class DumpView:
             return None
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
-    def yaml_docs(self, path: str) -> list[tuple[int, Any]]:
-        """(first line number, document) of each document of a multi-document YAML file."""
+    def yaml_docs(self, path: str) -> Iterator[tuple[int, Any]]:
+        """(first line number, document) of each document of a multi-document YAML file,
+        one at a time (ten thousand node objects are not held at once)."""
         lines = self.lines(path)
-        out: list[tuple[int, Any]] = []
         start, chunk = 1, list[str]()
         for i, line in enumerate([*lines, "---"], start=1):
             if line.rstrip() == "---":
                 if any(x.strip() for x in chunk):
-                    with contextlib.suppress(yaml.YAMLError):
-                        out.append((start, yaml.safe_load("\n".join(chunk))))
+                    try:
+                        doc = yaml.load("\n".join(chunk), Loader=Loader)
+                    # ValueError: a value YAML cannot build (`2024-02-30`, `!!int abc`).
+                    except (yaml.YAMLError, ValueError, RecursionError):
+                        pass
+                    else:
+                        yield start, doc
                 start, chunk = i + 1, []
             else:
                 chunk.append(line)
-        return out
 
     def find(self, path: str, needle: str, start: int = 1) -> Evidence:
-        """The first line at or after `start` containing `needle` (else line 0)."""
+        """The first line at or after `start` containing `needle` (else line 0). A quoted
+        string searched from the top is looked up in an index of the file's quoted
+        strings (thousands of agents: one pass, not one per agent)."""
         lines = self.lines(path)
+        if start <= 1 and len(needle) > 2 and needle[0] == needle[-1] == '"' \
+                and '"' not in needle[1:-1]:
+            index = self._quoted.get(path)
+            if index is None:
+                index = self._quoted[path] = {}
+                for n, line in enumerate(lines, start=1):
+                    for token in _QUOTED.findall(line):
+                        index.setdefault(token, n)
+            at = index.get(needle)
+            if at is not None:
+                return Evidence(path, at, lines[at - 1].strip()[:300])
+            return Evidence(path, 0, "")
         for i in range(max(start, 1) - 1, len(lines)):
             if needle in lines[i]:
                 return Evidence(path, i + 1, lines[i].strip()[:300])
@@ -153,6 +174,17 @@ def parse_time(text: str) -> float | None:
     return base + (float("0" + m.group(2)) if m.group(2) else 0.0)
 
 
+def _map(value: Any) -> Mapping[str, Any]:
+    """An object of a dump that must be a mapping; anything else (a damaged or foreign
+    file) counts as empty."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _seq(value: Any) -> list[Any]:
+    """A field that must be a list; anything else counts as empty."""
+    return value if isinstance(value, list) else []
+
+
 def _name(doc: Mapping[str, Any]) -> str:
     return str(doc.get("hostname") or doc.get("uuid") or "?")
 
@@ -177,7 +209,7 @@ def _instances(v: DumpView) -> list[dict[str, Any]]:
 
 def version_skew(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
     insts = _instances(v)
-    auth = [x for x in insts if "auth" in (x.get("services") or [])]
+    auth = [x for x in insts if "auth" in _seq(x.get("services"))]
     status = v.json("cluster/status.json")
     auth_ver = None
     if auth:
@@ -190,7 +222,7 @@ def version_skew(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
     newer: list[tuple[dict[str, Any], tuple[int, int, int]]] = []
     for x in insts:
         ver = parse_version(str(x.get("version", "")))
-        if ver is None or "auth" in (x.get("services") or []):
+        if ver is None or "auth" in _seq(x.get("services")):
             continue
         if auth_ver[0] - ver[0] > t["max_majors_behind"]:
             behind.append((x, ver))
@@ -241,12 +273,12 @@ def cert_authorities(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
     for start, doc in v.yaml_docs(path):
         if not isinstance(doc, dict):
             continue
-        spec = doc.get("spec") or {}
+        spec = _map(doc.get("spec"))
         ca = str(spec.get("type") or doc.get("sub_kind") or "?")
         rot = spec.get("rotation") or {}
         if isinstance(rot, dict) and rot.get("state") == "in_progress":
             rotating.append((ca, str(rot.get("phase", "")), v.find(path, "phase:", start)))
-        for entry in ((spec.get("active_keys") or {}).get("tls") or []):
+        for entry in _seq(_map(spec.get("active_keys")).get("tls")):
             if isinstance(entry, dict) and isinstance(entry.get("cert"), str):
                 na = _cert_not_after(entry["cert"])
                 if na is not None and (na - v.now) / 86400 < t["ca_expiry_warning_days"]:
@@ -283,7 +315,7 @@ def heartbeats(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
     for doc in inv if isinstance(inv, list) else []:
         if not isinstance(doc, dict):
             continue
-        meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
+        meta, spec = _map(doc.get("metadata")), _map(doc.get("spec"))
         name = str(spec.get("hostname") or meta.get("name"))
         at = v.find(path, f'"{meta.get("name")}"')
         exp = parse_time(str(meta.get("expires", "")))
@@ -293,14 +325,16 @@ def heartbeats(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
         elif seen is not None and v.now - seen > t["heartbeat_stale_s"]:
             stale.append((name, v.find(path, '"last_seen"', at.line or 1)))
     npath = "objects/tctl_get_node.yaml"
+    expired_names = {n for n, _ in expired}
     for start, doc in v.yaml_docs(npath):
         if not isinstance(doc, dict):
             continue
-        meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
+        meta, spec = _map(doc.get("metadata")), _map(doc.get("spec"))
         exp = parse_time(str(meta.get("expires", "")))
         name = str(spec.get("hostname") or meta.get("name"))
-        if exp is not None and exp < v.now and name not in {n for n, _ in expired}:
+        if exp is not None and exp < v.now and name not in expired_names:
             expired.append((name, v.find(npath, "expires:", start)))
+            expired_names.add(name)
     out = []
     if expired:
         out.append(Finding("heartbeat_expired", "critical",
@@ -347,7 +381,7 @@ def _classify(line: str) -> tuple[str, str, str] | None:
     if line.startswith("{") or '{"' in line[:60]:
         try:
             doc = json.loads(line[line.index("{"):])
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         if isinstance(doc, dict):
             return (str(doc.get("level", "")).upper(), str(doc.get("timestamp", "")),
@@ -403,19 +437,25 @@ def error_bursts(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
     for d in sorted(logs):
         name = _name(docs.get(d) or {"uuid": d.split("/")[-1]})
         for path in sorted(logs[d]):
-            s = (v.json(path) if path.endswith(DIGEST) else log_digest(v.files[path])) or {}
+            s = v.json(path) if path.endswith(DIGEST) else log_digest(v.files[path])
+            if not isinstance(s, dict):  # a damaged digest: nothing to say about it
+                continue
             errors, total, ev = s.get("errors", 0), s.get("lines", 0), s.get("evidence")
-            if errors >= t["error_min_lines"] and total and errors / total >= t["error_share"] \
-                    and ev:
-                top = s["top"]
+            if not (isinstance(errors, int) and isinstance(total, int)
+                    and isinstance(ev, list) and len(ev) == 2 and isinstance(ev[0], int)):
+                continue
+            if errors >= t["error_min_lines"] and total and errors / total >= t["error_share"]:
+                top = s.get("top") if isinstance(s.get("top"), list) else []
+                head = top[0] if top and isinstance(top[0], dict) else {}
                 out.append(Finding(
                     "log_error_burst", "warning",
                     f"{name}: {errors} of {total} log lines at ERROR "
-                    f"({errors / total:.0%}), top: {top[0]['message']} ({top[0]['count']})",
+                    f"({errors / total:.0%}), top: {head.get('message', '?')} "
+                    f"({head.get('count', '?')})",
                     targets=[name],
-                    evidence=[Evidence(path.removesuffix(DIGEST), int(ev[0]), str(ev[1]))],
-                    details={"errors": errors, "lines": total, "first": s["first"],
-                             "last": s["last"], "top": top}))
+                    evidence=[Evidence(path.removesuffix(DIGEST), ev[0], str(ev[1]))],
+                    details={"errors": errors, "lines": total, "first": s.get("first"),
+                             "last": s.get("last"), "top": top}))
     return out
 
 
@@ -450,7 +490,7 @@ def tunnels(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
         data = v.json(path)
         if not isinstance(data, dict) or not data.get("uses_reverse_tunnel"):
             continue
-        lines = [str(x) for x in data.get("log_lines") or []]
+        lines = [str(x) for x in _seq(data.get("log_lines"))]
         established = [i for i, x in enumerate(lines) if "transport established" in x.lower()]
         failed = [i for i, x in enumerate(lines)
                   if (c := _classify(x)) is not None and c[0] == "ERROR"]
@@ -469,9 +509,9 @@ def tunnels(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
 
 
 def _allows_all(spec: Mapping[str, Any]) -> bool:
-    for rule in ((spec.get("allow") or {}).get("rules") or []):
-        if isinstance(rule, dict) and "*" in (rule.get("resources") or []) \
-                and "*" in (rule.get("verbs") or []):
+    for rule in _seq(_map(spec.get("allow")).get("rules")):
+        if isinstance(rule, dict) and "*" in _seq(rule.get("resources")) \
+                and "*" in _seq(rule.get("verbs")):
             return True
     return False
 
@@ -485,10 +525,10 @@ def rbac(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
     held: set[str] = set()
     no_role: list[tuple[str, Evidence]] = []
     for start, u in users:
-        names = [str(r) for r in ((u.get("spec") or {}).get("roles") or [])]
+        names = [str(r) for r in _seq(_map(u.get("spec")).get("roles"))]
         held.update(names)
         if not names:
-            name = str((u.get("metadata") or {}).get("name"))
+            name = str(_map(u.get("metadata")).get("name"))
             no_role.append((name, v.find(upath, "name:", start)))
     # Roles granted through SSO connectors are held too.
     for kind in ("github", "oidc", "saml", "connectors"):
@@ -496,14 +536,14 @@ def rbac(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
             held.update(_connector_roles(doc))
     unused, allow_all = [], []
     for start, r in roles:
-        meta = r.get("metadata") or {}
+        meta = _map(r.get("metadata"))
         name = str(meta.get("name"))
-        if (meta.get("labels") or {}).get(PRESET_LABEL) == "preset":
+        if _map(meta.get("labels")).get(PRESET_LABEL) == "preset":
             continue  # Teleport's own roles
         ev = v.find(rpath, "name:", start)
         if name not in held:
             unused.append((name, ev))
-        if _allows_all(r.get("spec") or {}):
+        if _allows_all(_map(r.get("spec"))):
             allow_all.append((name, v.find(rpath, "resources:", start)))
     out = []
     if unused:
@@ -526,13 +566,13 @@ def _connector_roles(doc: Any) -> set[str]:
     out: set[str] = set()
     if not isinstance(doc, dict):
         return out
-    spec = doc.get("spec") or {}
+    spec = _map(doc.get("spec"))
     for key in ("teams_to_logins", "teams_to_roles"):
-        for m in spec.get(key) or []:
-            out.update(str(x) for x in (m.get("logins") or m.get("roles") or []))
+        for m in map(_map, _seq(spec.get(key))):
+            out.update(str(x) for x in _seq(m.get("logins") or m.get("roles")))
     for key in ("claims_to_roles", "attributes_to_roles"):
-        for m in spec.get(key) or []:
-            out.update(str(x) for x in (m.get("roles") or []))
+        for m in map(_map, _seq(spec.get(key))):
+            out.update(str(x) for x in _seq(m.get("roles")))
     return out
 
 
@@ -638,7 +678,7 @@ class _Chain(io.RawIOBase):
 
 
 def partial_files(path: Path | list[Path], wanted: Callable[[str], bool], tail: bytes = b"",
-                  chunk: int = 1 << 20,
+                  chunk: int = 1 << 16,
                   reduce: Callable[[str, bytes], tuple[str, bytes]] | None = None,
                   ) -> dict[str, bytes]:
     """The complete members of a tar.gz still being written (sync-flushed deflate, plus

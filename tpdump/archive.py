@@ -55,6 +55,7 @@ import json
 import os
 import re
 import shlex
+import stat
 import struct
 import tarfile
 import time
@@ -130,7 +131,7 @@ def _bound(n: int) -> int:
     return n + (n >> 10) + 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One file of the archive as the manifest records it."""
 
@@ -139,6 +140,10 @@ class Entry:
     sha256: str
     source: str
     truncated: bool = False
+
+
+# An empty entry's length in manifest.json, less its two empty strings ("") and its size (0).
+_ENTRY_FIXED = len(json.dumps(asdict(Entry("", 0, "0" * 64, "", False)), indent=1)) - 5
 
 
 @dataclass(frozen=True)
@@ -257,10 +262,15 @@ class _PartWriter:
             self._fh.close()
 
     def abandon(self) -> None:
+        """Close and remove the partial file(s): a failed archive (a full disk) cannot be
+        read, and it would keep holding the space the user now needs."""
         self.closed = True
         if self._fh is not None:
             with contextlib.suppress(OSError):
                 self._fh.close()
+        for index in range(1, self.count + 1):
+            with contextlib.suppress(OSError):
+                self.partial_name(index).unlink()
 
     def commit(self) -> None:
         """Rename the partial files to their final names, the first part last (so a
@@ -565,7 +575,8 @@ class ArchiveWriter:
                 else:
                     self._place(item)
         except OSError as exc:
-            raise ArchiveError(f"cannot write {self.partial}: {exc.strerror}") from exc
+            part = self._out.partial_name(max(1, self._out.count))
+            raise ArchiveError(f"cannot write {part}: {exc.strerror}") from exc
 
     def _place(self, item: _Item) -> None:
         data = item.data
@@ -656,9 +667,10 @@ class ArchiveWriter:
 
     @staticmethod
     def _entry_len(path: str, size: int, source: str) -> int:
-        """Upper bound of the bytes a file's entry adds to manifest.json."""
-        text = json.dumps(asdict(Entry(path, size, "0" * 64, source, False)), indent=1)
-        return len(text) + 24  # deeper indentation and the separator in the manifest
+        """Upper bound of the bytes a file's entry adds to manifest.json: the entry as
+        json.dumps(indent=1) writes it, counted without writing it (once per file)."""
+        return (_ENTRY_FIXED + len(json.dumps(path)) + len(json.dumps(source))
+                + len(str(size)) + 24)  # deeper indentation and the separator
 
     def _entry_closing(self, path: str, size: int, source: str) -> int:
         """What a file's manifest entry adds to the closing cost."""
@@ -900,12 +912,24 @@ class ArchiveWriter:
 
     # --- the end -------------------------------------------------------------------
     def _manifest_text(self, entries: list[Entry]) -> bytes:
-        data: dict[str, Any] = {
-            "schema": 1,
-            "root": self.root,
-            "files": [asdict(e) for e in sorted(entries, key=lambda e: e.path)],
-        }
-        return json.dumps(data, indent=1).encode()
+        """manifest.json, byte for byte what json.dumps(indent=1) writes, built entry by
+        entry with the C encoder into one buffer (a hundred thousand entries are not
+        turned into dicts first)."""
+        out = bytearray(b'{\n "schema": 1,\n "root": ' + json.dumps(self.root).encode()
+                        + b',\n "files": [')
+        if not entries:
+            out += b"]\n}"
+            return bytes(out)
+        dumps = json.dumps
+        first = True
+        for e in sorted(entries, key=lambda e: e.path):
+            out += b"\n  {" if first else b",\n  {"
+            first = False
+            out += (f'\n   "path": {dumps(e.path)},\n   "bytes": {e.bytes},'
+                    f'\n   "sha256": {dumps(e.sha256)},\n   "source": {dumps(e.source)},'
+                    f'\n   "truncated": {"true" if e.truncated else "false"}\n  }}').encode()
+        out += b"\n ]\n}"
+        return bytes(out)
 
     def manifest(self) -> bytes:
         return self._manifest_text(self.entries)
@@ -940,7 +964,11 @@ class ArchiveWriter:
             raise ArchiveError(f"cannot finish {self.path}: {exc.strerror}") from exc
 
     def _abandon(self) -> None:
-        self._zip = None  # closing it would write the central directory: leave the partial
+        if self._zip is not None:
+            # Closing it (also from its __del__) would write the central directory to a
+            # dead file: without its file object it has nothing to close.
+            self._zip.fp = None
+            self._zip = None
         self._out.abandon()
 
 
@@ -1050,26 +1078,170 @@ def archive_parts(path: Path) -> list[Path]:
     return found
 
 
-def read_archive(path: Path) -> dict[str, bytes]:
+@dataclass(frozen=True)
+class ReadLimits:
+    """Bounds for reading an archive that anyone may have made (tar and zip bombs): how
+    many members, how big one member and all of them may be unpacked, and how much bigger
+    than its packed bytes the unpacked stream may grow (checked once past `ratio_after`
+    bytes; tpdump's own archives stay far below: text compresses about 10:1)."""
+
+    max_members: int = 1_000_000
+    max_member_bytes: int = 1 << 30
+    max_total_bytes: int = 4 << 30
+    max_ratio: int = 100
+    ratio_after: int = 16 << 20
+
+
+class UnsafeArchive(ValueError):
+    """An archive the reader refuses: a member name that escapes the root (absolute,
+    `..`, NUL), a link or device member, or more than ReadLimits allow (a bomb)."""
+
+
+class DamagedArchive(ValueError):
+    """An archive that cannot be read: truncated, corrupt, or not a tar.gz/zip."""
+
+
+_READ_CHUNK = 1 << 20
+
+
+def _unsafe_name(name: str) -> str | None:
+    """Why a member name is refused (None: safe). Backslashes count as separators."""
+    if "\0" in name:
+        return "a NUL byte in its name"
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
+        return "an absolute path"
+    if ".." in norm.split("/"):
+        return "a `..` component"
+    return None
+
+
+class _Budget:
+    """Running totals of one read, checked against ReadLimits."""
+
+    def __init__(self, path: Path, limits: ReadLimits, packed: Callable[[], int]) -> None:
+        self.path = path
+        self.limits = limits
+        self.packed = packed
+        self.members = 0
+        self.total = 0
+
+    def member(self, name: str, size: int, kind: str) -> None:
+        why = _unsafe_name(name)
+        if why is not None:
+            raise UnsafeArchive(f"{self.path}: member {name!r} has {why}")
+        if kind != "file" and kind != "dir":
+            raise UnsafeArchive(f"{self.path}: member {name!r} is a {kind} (tpdump archives "
+                                f"hold only files)")
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise UnsafeArchive(f"{self.path}: more than {self.limits.max_members} members")
+        if size > self.limits.max_member_bytes:
+            raise UnsafeArchive(f"{self.path}: member {name!r} unpacks to {size} bytes, more "
+                                f"than the {self.limits.max_member_bytes} allowed")
+
+    def unpacked(self, n: int, position: int) -> None:
+        """`n` more bytes kept; `position` is how far the unpacked stream has got."""
+        self.total += n
+        if self.total > self.limits.max_total_bytes:
+            raise UnsafeArchive(f"{self.path}: unpacks to more than "
+                                f"{self.limits.max_total_bytes} bytes")
+        packed = max(1, self.packed())
+        if position > self.limits.ratio_after and position > self.limits.max_ratio * packed:
+            raise UnsafeArchive(f"{self.path}: {packed} packed bytes unpack to more than "
+                                f"{position} (over {self.limits.max_ratio}:1: an archive "
+                                f"bomb)")
+
+
+def _read_member(fh: IO[bytes], size: int, budget: _Budget, start: int) -> bytes:
+    out = bytearray()
+    while len(out) < size:
+        chunk = fh.read(min(_READ_CHUNK, size - len(out)))
+        if not chunk:
+            raise DamagedArchive(f"{budget.path}: a member ends early (truncated archive)")
+        out += chunk
+        budget.unpacked(len(chunk), start + len(out))
+    return bytes(out)
+
+
+def read_archive(path: Path, limits: ReadLimits | None = None) -> dict[str, bytes]:
     """Every file of a tar.gz or zip archive (or a split set of either), keyed by its path
-    below the root directory."""
+    below the root directory. Refuses (UnsafeArchive) names that escape, links, devices
+    and bombs (`limits`), before unpacking them; a damaged archive raises
+    DamagedArchive. Nothing is written anywhere."""
+    limits = limits or ReadLimits()
     files: dict[str, bytes] = {}
-    with io.BufferedReader(_Joined(archive_parts(path))) as fh:
-        magic = fh.peek(4)[:4]
-        if magic[:2] == b"\x1f\x8b":
-            with tarfile.open(fileobj=fh, mode="r:gz") as tar:
-                for member in tar:
-                    extracted = tar.extractfile(member) if member.isfile() else None
-                    if extracted is not None:
-                        files[_below_root(member.name)] = extracted.read()
-        elif magic[:2] == b"PK":
-            with zipfile.ZipFile(fh) as zf:
-                for info in zf.infolist():
-                    if not info.is_dir():
-                        files[_below_root(info.filename)] = zf.read(info)
-        else:
-            raise ValueError(f"{path}: neither a tar.gz nor a zip archive")
+    joined = _Joined(archive_parts(path))
+    try:
+        with io.BufferedReader(joined) as fh:
+            magic = fh.peek(4)[:4]
+            if magic[:2] == b"\x1f\x8b":
+                _read_tar(path, cast(IO[bytes], fh), limits, joined, files)
+            elif magic[:2] == b"PK":
+                _read_zip(path, cast(IO[bytes], fh), limits, files)
+            else:
+                raise DamagedArchive(f"{path}: neither a tar.gz nor a zip archive")
+    except (EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile, struct.error,
+            NotImplementedError, RuntimeError) as exc:
+        # RuntimeError: an encrypted zip member; NotImplementedError: another compression
+        raise DamagedArchive(f"{path}: damaged or truncated: {exc}") from exc
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise DamagedArchive(f"{path}: damaged or truncated: {exc}") from exc
     return files
+
+
+def _read_tar(path: Path, fh: IO[bytes], limits: ReadLimits, joined: _Joined,
+              files: dict[str, bytes]) -> None:
+    budget = _Budget(path, limits, joined.tell)
+    # "r:gz" (not "r|gz"): gzip files may hold several members, one after the other
+    with tarfile.open(fileobj=fh, mode="r:gz") as tar:
+        while (member := tar.next()) is not None:
+            cast(Any, tar).members.clear()  # read once, in order: no TarInfo kept
+            kind = ("file" if member.isfile() else "dir" if member.isdir() else
+                    "symbolic link" if member.issym() else "hard link" if member.islnk()
+                    else "device or FIFO")
+            budget.member(member.name, member.size if member.isfile() else 0, kind)
+            budget.unpacked(0, member.offset_data)
+            if member.isfile():
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                files[_below_root(member.name)] = _read_member(extracted, member.size,
+                                                               budget, member.offset_data)
+        # Read on to the gzip trailer (the tar end blocks, the record padding) so that the
+        # stream's CRC and length are checked; a few MiB at most: more is not tpdump's.
+        rest = cast(IO[bytes], tar.fileobj)
+        for _ in range(4):
+            if not rest.read(_READ_CHUNK):
+                break
+
+
+def _read_zip(path: Path, fh: IO[bytes], limits: ReadLimits,
+              files: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(fh) as zf:
+        infos = zf.infolist()
+        packed = sum(i.compress_size for i in infos)
+        declared = sum(i.file_size for i in infos)
+        budget = _Budget(path, limits, lambda: packed)
+        if declared > limits.max_total_bytes:
+            raise UnsafeArchive(f"{path}: its members claim {declared} bytes unpacked, more "
+                                f"than the {limits.max_total_bytes} allowed")
+        if declared > limits.ratio_after and declared > limits.max_ratio * max(1, packed):
+            raise UnsafeArchive(f"{path}: {packed} packed bytes claim {declared} unpacked "
+                                f"(over {limits.max_ratio}:1: an archive bomb)")
+        position = 0
+        for info in infos:
+            ftype = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix type recorded
+            kind = ("dir" if info.is_dir() else "symbolic link" if ftype == stat.S_IFLNK else
+                    "device or FIFO" if ftype not in (0, stat.S_IFREG, stat.S_IFDIR)
+                    else "file")
+            budget.member(info.orig_filename, info.file_size, kind)
+            if kind == "file":
+                with zf.open(info) as member:
+                    files[_below_root(info.filename)] = _read_member(
+                        member, info.file_size, budget, position)
+                position += info.file_size
 
 
 def _below_root(name: str) -> str:
@@ -1084,11 +1256,16 @@ def verify(files: dict[str, bytes]) -> list[str]:
     try:
         manifest = json.loads(raw)
         listed = manifest["files"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return ["manifest.json is not a valid manifest"]
+    if not isinstance(listed, list):
         return ["manifest.json is not a valid manifest"]
     problems: list[str] = []
     seen: set[str] = set()
     for entry in listed:
+        if not isinstance(entry, dict):
+            problems.append(f"manifest.json: an entry is not an object: {str(entry)[:80]}")
+            continue
         path = str(entry.get("path"))
         seen.add(path)
         data = files.get(path)

@@ -176,14 +176,27 @@ _CODES: tuple[Code, ...] = (
          "The whole run reached --timeout; collection stopped and what was collected is kept.",
          "Raise --timeout or --concurrency, or select fewer nodes with --nodes."),
     Code("TPD400", "archive write failed",
-         "The archive could not be written (disk full, permissions).",
-         "Free space or choose another --output."),
+         "The archive could not be written (disk full, permissions). Collection stops at "
+         "once (nothing more could be kept) and the unfinished `NAME.partial` file is "
+         "removed: it could not be read and would keep holding the space. No file with the "
+         "archive's final name is ever left by a failed run.",
+         "Free space or choose another --output (`df -h` on its file system), then run "
+         "again."),
     Code("TPD401", "archive damaged or unreadable",
          "`tpdump inspect` could not read the archive, a part of a split archive is missing, "
          "or a file does not match its size or SHA-256 in manifest.json (changed or "
          "truncated in transit).",
          "Copy the archive (all its parts) again and compare their sizes; join split parts "
          "with the command the run printed."),
+    Code("TPD402", "archive refused: unsafe or a bomb",
+         "`tpdump inspect`, `analyze` or `diff` refused an archive before unpacking the "
+         "offending part: a member name that would land outside the archive root (absolute, "
+         "`..`, a NUL byte), a symbolic or hard link or device member (tpdump archives hold "
+         "only files and directories), or more than the reader allows: over 1,000,000 "
+         "members, a member over 1 GiB or all over 4 GiB unpacked, or a stream growing over "
+         "100 times its packed size (a tar or zip bomb). Nothing was extracted or written.",
+         "Check where the archive came from; a dump made by tpdump never has these. Unpack "
+         "it by hand in a scratch directory only if you trust it."),
 )
 
 CODES: dict[str, Code] = {c.code: c for c in _CODES}

@@ -73,7 +73,7 @@ _KV = re.compile(
     r"(?i)(?P<key>[\"']?\b(?:auth[_-]?token|join[_-]?token|token[_-]?name|token|password[_-]?hash|"
     r"pass[_-]?hash|password|passwd|client[_-]?secret|secret[_-]?key|secret|api[_-]?key|"
     r"private[_-]?key[_-]?pem|private[_-]?key|bearer[_-]?token|session[_-]?token)[\"']?)"
-    r"(?P<sep>\s*[:=]\s*)(?P<val>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&}\]\"'\\]+)"
+    r"(?P<sep>\s*[:=]\s*)(?P<val>\"[^\"\n]*\"?|'[^'\n]*'?|[^\s,;&}\]\"'\\]+)"
 )
 # A cheap first look: text without any of these words cannot match the patterns above
 # ("priv" for private_key and "PRIVATE KEY"; in JSON documents also '"key"', the private
@@ -82,6 +82,12 @@ _HINT_WORDS = ("bearer", "cookie", "token", "passw", "pass_hash", "pass-hash", "
                "api_key", "api-key", "apikey", "priv")
 _HINT_TEXT = re.compile("|".join(_HINT_WORDS), re.IGNORECASE)
 _HINT_JSON = (*(w.encode() for w in _HINT_WORDS), b'"key"')
+# A crypt(3) password hash (/etc/shadow, htpasswd): `$id$[params$]salt$hash`. Looked for
+# only when one of its prefixes is in the text (a cheap `in` test on megabytes of logs).
+_CRYPT_IDS = ("$1$", "$2a$", "$2b$", "$2x$", "$2y$", "$5$", "$6$", "$7$", "$y$", "$gy$",
+              "$argon2", "$sha1$", "$md5")
+_CRYPT = re.compile(
+    r"\$(?:1|2[abxy]|5|6|7|y|gy|sha1|md5|argon2(?:id|i|d))\$[^\s:'\"$]*(?:\$[^\s:'\"]*)?")
 # A line with a non-blank that is not `{…}`: in a JSON-lines log, part of a text run.
 _NOT_JSON_LINE = re.compile(rb"(?m)^(?![ \t]*\{[^\n]*\}[ \t\r]*$)(?=[^\n]*\S)[^\n]*")
 
@@ -163,13 +169,16 @@ class Redactor:
 
     # --- free text ---------------------------------------------------------------
     def text(self, value: str) -> str:
-        """Secrets removed from free text: PEM private keys, bearer tokens, cookies,
-        `secret-key: value` pairs. Only the lines that hold a hint word are looked at
+        """Secrets removed from free text: PEM private keys, crypt(3) password hashes
+        (shadow lines, also behind a symlink a hostile node points at), bearer tokens,
+        cookies, `secret-key: value` pairs. Only the lines that hold a hint word are looked at
         closely (logs are megabytes; secrets are on few of their lines)."""
         if "PRIVATE KEY-----" in value:
             value = _PEM.sub(lambda m: self.marker("private key"), value)
             if "PRIVATE KEY-----" in value:
                 value = self._pem_remains(value)
+        if "$" in value and any(prefix in value for prefix in _CRYPT_IDS):
+            value = _CRYPT.sub(self._crypt, value)
         spans = _hint_lines(value)
         if not spans:
             return value
@@ -186,6 +195,11 @@ class Redactor:
         line = _BEARER.sub(lambda m: f"{m.group(1)} {self.marker('bearer token')}", line)
         line = _KV.sub(self._kv, line)
         return _COOKIE.sub(self._cookie, line)
+
+    def _crypt(self, m: re.Match[str]) -> str:
+        if len(m.group(0)) < 12:  # `$1$`, `$y$` alone: a price, a shell variable
+            return m.group(0)
+        return self.marker("password hash")
 
     def _cookie(self, m: re.Match[str]) -> str:
         value = m.group(3).strip()
@@ -266,7 +280,8 @@ class Redactor:
             doc: Any = None
             is_json = False
             if bare.startswith(b"{") and bare.endswith(b"}"):
-                with contextlib.suppress(ValueError):
+                # RecursionError: a line nested deeper than the parser follows is text.
+                with contextlib.suppress(ValueError, RecursionError):
                     doc, is_json = json.loads(line.decode("utf-8", "surrogateescape")), True
             if not is_json:
                 if run[0] >= 0 and run[1] + 1 == start:
@@ -327,7 +342,14 @@ class Redactor:
 
     # --- structured documents ----------------------------------------------------
     def document(self, doc: Any) -> Any:
-        """A copy of a YAML/JSON document with every secret value replaced by a marker."""
+        """A copy of a YAML/JSON document with every secret value replaced by a marker;
+        one nested deeper than Python's recursion limit is replaced whole."""
+        try:
+            return self._document(doc)
+        except RecursionError:
+            return self.marker("document nested too deeply")
+
+    def _document(self, doc: Any) -> Any:
         if isinstance(doc, Mapping):
             kind = doc.get("kind")
             out = {k: self._value(str(k), v, doc) for k, v in doc.items()}
@@ -339,7 +361,7 @@ class Redactor:
                 out["metadata"] = meta
             return out
         if isinstance(doc, list):
-            return [self.document(v) for v in doc]
+            return [self._document(v) for v in doc]
         if isinstance(doc, str):
             return self.text(doc)
         return doc
@@ -361,7 +383,7 @@ class Redactor:
             in_context = self._pair(key, value)
             if in_context is not None:
                 return in_context
-        return self.document(value)
+        return self._document(value)
 
     def _pair(self, key: str, value: str) -> str | None:
         """`value` redacted as the text `key: value` would be, when its key changes what

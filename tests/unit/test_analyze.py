@@ -89,7 +89,7 @@ def test_rbac_presets_and_sso_mappings_are_not_oddities() -> None:
 
 def test_yaml_docs_line_numbers() -> None:
     v = DumpView({"x.yaml": b"a: 1\n---\nb: 2\nc: 3\n---\n\n---\nd: 4\n"}, NOW)
-    assert v.yaml_docs("x.yaml") == [(1, {"a": 1}), (3, {"b": 2, "c": 3}), (8, {"d": 4})]
+    assert list(v.yaml_docs("x.yaml")) == [(1, {"a": 1}), (3, {"b": 2, "c": 3}), (8, {"d": 4})]
 
 
 def test_error_burst_needs_share_and_count() -> None:

@@ -5,7 +5,7 @@ import random
 import tempfile
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import anyio
@@ -19,6 +19,7 @@ from tpdump.archive import (
     PRIORITIES,
     RESERVE_MIN,
     ArchiveWriter,
+    Entry,
     _bound,
     archive_suffix,
     read_archive,
@@ -361,3 +362,28 @@ def test_the_cap_is_never_exceeded(items: list[tuple[str, int, str, int]], extra
         if split:
             assert all(p.stat().st_size <= split for p in writer.parts)
         check_consistent(writer, added)
+
+
+@given(st.text(max_size=80), st.integers(min_value=0, max_value=10**13), st.text(max_size=80))
+@settings(max_examples=200, deadline=None)
+def test_manifest_entry_length_is_counted_exactly(path: str, size: int, source: str) -> None:
+    """The budget's count of a manifest entry (without writing it) equals the entry as the
+    manifest writes it: a short count would let the archive pass its cap."""
+    written = json.dumps(asdict(Entry(path, size, "0" * 64, source, False)), indent=1)
+    assert ArchiveWriter._entry_len(path, size, source) == len(written) + 24
+
+
+@given(st.lists(st.builds(Entry, st.text(max_size=40), st.integers(0, 10**12),
+                          st.text("0123456789abcdef", min_size=64, max_size=64),
+                          st.text(max_size=40), st.booleans()), max_size=6),
+       st.text(max_size=20))
+@settings(max_examples=100, deadline=None)
+def test_manifest_is_what_json_dumps_writes(entries: list[Entry], root: str) -> None:
+    """manifest.json (built entry by entry) is exactly json.dumps(indent=1) of the
+    manifest, so the budget's per-entry count and every reader agree with it."""
+    writer = ArchiveWriter.__new__(ArchiveWriter)
+    writer.root = root
+    expected = json.dumps({"schema": 1, "root": root,
+                           "files": [asdict(e) for e in sorted(entries, key=lambda e: e.path)]},
+                          indent=1).encode()
+    assert writer._manifest_text(entries) == expected

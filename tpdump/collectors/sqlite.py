@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +15,15 @@ from tpdump.redact import Redactor
 # Keys whose values are state, not credentials: kept (still redacted as documents).
 _STATE_PREFIXES = ("/states/", "/usage/", "/reports/")
 _MAX_ROWS = 20000
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+
+def _ident(name: str) -> str:
+    """A table or column name as an SQL identifier (a hostile name stays one name)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _quote(value: Any) -> str:
@@ -43,15 +50,20 @@ def _value(key: str, value: Any, redactor: Redactor) -> str:
 
 @contextlib.contextmanager
 def _opened(data: bytes) -> Iterator[sqlite3.Connection]:
-    with tempfile.TemporaryDirectory(prefix="tpdump-sqlite-") as tmp:
-        path = os.path.join(tmp, "sqlite.db")
-        with open(path, "wb") as f:
-            f.write(data)
-        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
-        try:
-            yield conn
-        finally:
-            conn.close()
+    """The database, opened in memory from its bytes (no temporary file)."""
+    if data[18:20] == b"\x02\x02":
+        # WAL mode (as Teleport runs it): an in-memory copy reads as a rollback-journal
+        # database; the WAL file itself is not part of the copy.
+        data = data[:18] + b"\x01\x01" + data[20:]
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.deserialize(data)
+        conn.execute("PRAGMA query_only = ON")
+        # TEXT that is not UTF-8 (a damaged file) comes as bytes: _quote shows it escaped.
+        conn.text_factory = bytes
+        yield conn
+    finally:
+        conn.close()
 
 
 def dump_process_state(data: bytes, redactor: Redactor) -> str:
@@ -66,14 +78,16 @@ def dump_process_state(data: bytes, redactor: Redactor) -> str:
             tables = conn.execute(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name"
             ).fetchall()
-            out.extend(f"{sql};" for _, sql in tables)
-            for name, _ in tables:
-                columns = [r[1] for r in conn.execute(f'PRAGMA table_info("{name}")')]
-                count = conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+            out.extend(f"{_text(sql)};" for _, sql in tables)
+            for raw_name, _ in tables:
+                name = _text(raw_name)
+                columns = [_text(r[1]) for r in conn.execute(
+                    f"PRAGMA table_info({_ident(name)})")]
+                count = conn.execute(f"SELECT count(*) FROM {_ident(name)}").fetchone()[0]
                 out.append(f"-- table {name}: {count} rows")
                 if name != "kv" or "key" not in columns or "value" not in columns:
                     continue
-                rows = conn.execute(f'SELECT * FROM "{name}" ORDER BY key LIMIT {_MAX_ROWS}')
+                rows = conn.execute(f'SELECT * FROM "kv" ORDER BY key LIMIT {_MAX_ROWS}')
                 for row in rows:
                     record = dict(zip(columns, row, strict=True))
                     key = record["key"]
@@ -82,7 +96,8 @@ def dump_process_state(data: bytes, redactor: Redactor) -> str:
                     record["value"] = _value(key_text, record["value"], redactor)
                     record["key"] = redactor.text(key_text)
                     values = ", ".join(_quote(record[c]) for c in columns)
-                    out.append(f'INSERT INTO "{name}" ({", ".join(columns)}) VALUES ({values});')
+                    names = ", ".join(c if c.isidentifier() else _ident(c) for c in columns)
+                    out.append(f'INSERT INTO "kv" ({names}) VALUES ({values});')
     except sqlite3.DatabaseError as exc:
         raise ValueError(f"unreadable SQLite database: {exc}") from exc
     return "\n".join(out) + "\n"

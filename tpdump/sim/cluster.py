@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from tpdump.sim import hostile
 from tpdump.sim.keys import ClusterKeys
 from tpdump.sim.scenario import Group, Instance, Scenario
 from tpdump.sim.systemd import UNIT_DIRS, UnitFile, enable_links, find_units, main_unit
@@ -165,6 +166,7 @@ class GroupModel:
     pid_file: str
     nofile: tuple[str, str]
     config: TeleportConfig
+    secrets: dict[str, str] = field(default_factory=dict)  # the `hostile` fault's canaries
 
 
 def _truthy(v: object) -> bool:
@@ -378,10 +380,17 @@ class SimCluster:
         if flag_diag:
             config = dataclasses.replace(config, diag_addr=flag_diag)
         nofile = main.nofile() if main is not None else PLAIN_NOFILE
-        return GroupModel(files=files, units=units, links=enable_links(units),
+        links = enable_links(units)
+        secrets: dict[str, str] = {}
+        if g.fault == "hostile":
+            secrets = hostile.secrets_of(lambda kind: self.canaries.make(kind, len(self._models)))
+            argv = hostile.argv(argv)
+            config_path = canonical_path(hostile.CONFIG_LINK)
+            units = {**units, **hostile.units(secrets)}  # never enabled: no .wants links
+        return GroupModel(files=files, units=units, links=links,
                           main_unit=main.name if main is not None else "", argv=tuple(argv),
                           config_path=config_path, pid_file=pid_file, nofile=nofile,
-                          config=config)
+                          config=config, secrets=secrets)
 
     def _make_node(self, inst: Instance) -> SimNode:
         g = inst.group

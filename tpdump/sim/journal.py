@@ -138,7 +138,8 @@ class JournalStore:
                 usec, max(1, usec - boot_us))
 
         def block(fields: list[tuple[str, str]]) -> bytes:
-            return b"".join(_field(k, v.encode()) for k, v in fields)
+            return b"".join(_field(k, v.encode("utf-8", "surrogateescape"))
+                            for k, v in fields)
 
         started = process_start(node, self.cluster)
         if lines:

@@ -29,6 +29,7 @@ NODE_FAULTS = (
     "drop_mid",
     "bad_hostkey",
     "garbage",
+    "hostile",
 )
 CA_ROTATIONS = ("standby", "update_clients", "update_servers", "rollback")
 INITS = ("systemd", "plain")
@@ -161,9 +162,12 @@ def load_scenario(path: str | Path) -> Scenario:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"cannot read scenario {str(p)!r}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{p}: not UTF-8 text: {exc}") from exc
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: a value YAML cannot build (`2024-02-30`, `!!int abc`).
         raise ScenarioError(f"{p}: not valid YAML: {exc}") from exc
     return parse_scenario(data, base_dir=p.resolve().parent, source=p.resolve())
 

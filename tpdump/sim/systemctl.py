@@ -347,7 +347,7 @@ class Systemctl:
                 out += (f"{n} loaded units listed. Pass --all to see loaded but inactive units, "
                         "too.\nTo show all installed unit files use "
                         "'systemctl list-unit-files'.\n")
-        return out.encode()
+        return out.encode("utf-8", "surrogateescape")  # hostile unit names
 
     def list_unit_files(self, patterns: list[str], flags: set[str]) -> bytes:
         rows = []
@@ -358,7 +358,7 @@ class Systemctl:
         out = table(rows, header) if rows or header else ""
         if "no-legend" not in flags:
             out += f"\n{len(rows)} unit files listed.\n"
-        return out.encode()
+        return out.encode("utf-8", "surrogateescape")  # hostile unit names
 
     def list_timers(self, patterns: list[str], flags: set[str]) -> bytes:
         timers = sorted((self.states[n] for n in self._match(patterns)
@@ -378,7 +378,7 @@ class Systemctl:
             out += f"\n{len(rows)} timers listed.\n"
             if "all" not in flags:
                 out += "Pass --all to see loaded but inactive timers, too.\n"
-        return out.encode()
+        return out.encode("utf-8", "surrogateescape")  # hostile unit names
 
     def cat(self, names: list[str]) -> tuple[bytes, bytes, int]:
         out: list[str] = []

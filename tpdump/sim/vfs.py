@@ -11,6 +11,7 @@ import functools
 import os
 import posixpath
 import stat as statmod
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import NoReturn
 import asyncssh
 import yaml
 
+from tpdump.sim import hostile
 from tpdump.sim.cluster import (
     AUTH_PORT,
     PID_FILE,
@@ -29,6 +31,7 @@ from tpdump.sim.cluster import (
     SimCluster,
     SimNode,
 )
+from tpdump.sim.hostile import Stream
 from tpdump.sim.logs import log_lines
 from tpdump.sim.procstate import ProcessStateBuilder
 from tpdump.sim.tctl import version_line
@@ -146,12 +149,14 @@ class Entry:
     kind: str  # "file" | "dir" | "link" | "sock"
     mode: int
     mtime: float
-    data: bytes | Callable[[], bytes] = b""
+    data: bytes | Callable[[], bytes] | Stream = b""
     target: str = ""
     readable: bool = True
     children: list[str] = field(default_factory=list)
 
     def content(self) -> bytes:
+        if isinstance(self.data, Stream):
+            return self.data.read_at(0, self.data.size)  # whole: only `cat` asks for it
         if not callable(self.data):
             return self.data
         # Generated files (logs, databases) are made on demand; a stat, an open and the
@@ -167,11 +172,20 @@ class Entry:
             _GENERATED.popitem(last=False)
         return data
 
+    def size(self) -> int:
+        return self.data.size if isinstance(self.data, Stream) else len(self.content())
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """`size` bytes from `offset` (a stream is read piece by piece, never whole)."""
+        if isinstance(self.data, Stream):
+            return self.data.read_at(offset, size)
+        return self.content()[offset:offset + size]
+
     def attrs(self) -> asyncssh.SFTPAttrs:
         ftype = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "link": statmod.S_IFLNK,
                  "sock": statmod.S_IFSOCK}
         size = len(self.target) if self.kind == "link" else (
-            len(self.content()) if self.kind == "file" else 4096 if self.kind == "dir" else 0)
+            self.size() if self.kind == "file" else 4096 if self.kind == "dir" else 0)
         return asyncssh.SFTPAttrs(
             type={"file": asyncssh.FILEXFER_TYPE_REGULAR, "dir": asyncssh.FILEXFER_TYPE_DIRECTORY,
                   "link": asyncssh.FILEXFER_TYPE_SYMLINK,
@@ -277,7 +291,16 @@ class FSBuilder:
                 entries[path] = Entry("sock", mode & 0o7777, self.cluster.started)
             else:
                 entries[path] = Entry("file", mode, mtime, data=data,
-                                      readable=not path.startswith("/etc/shadow"))
+                                      readable=not path.startswith("/etc/shadow")
+                                      or node.fault == "hostile")
+        if node.fault == "hostile":
+            for parent, name, content in hostile.raw_entries(
+                    posixpath.normpath(node.config.data_dir)):
+                if parent not in entries:
+                    add_dirs(parent)
+                    entries[parent] = Entry("dir", 0o755, mtime)
+                entries[parent].children.append(name)
+                entries[parent + "/" + name] = Entry("file", 0o644, mtime, data=content)
         for d, mode in self.dirs(node):
             if d not in entries:
                 add_dirs(d)
@@ -301,7 +324,8 @@ class FSBuilder:
                     (posixpath.join(d, "log", "records"), 0o700)]
         return out
 
-    def files(self, node: SimNode) -> dict[str, tuple[bytes | Callable[[], bytes] | str, int]]:
+    def files(self, node: SimNode
+              ) -> dict[str, tuple[bytes | Callable[[], bytes] | Stream | str, int]]:
         """path -> (content | lazy content | symlink target, mode); a mode with S_IFSOCK
         makes a socket."""
         g = node.inst.group
@@ -310,7 +334,7 @@ class FSBuilder:
         garbage = g.fault == "garbage"
         pid = node.pid
         index = node.inst.index
-        out: dict[str, tuple[bytes | Callable[[], bytes] | str, int]] = {}
+        out: dict[str, tuple[bytes | Callable[[], bytes] | Stream | str, int]] = {}
         for link, target in SYMLINKS.items():
             out[link] = (target, 0o777)
         hostname = node.hostname.encode() + (b"\xff\xfe\x00garbage" if garbage else b"") + b"\n"
@@ -323,7 +347,7 @@ class FSBuilder:
         out[model.pid_file] = (f"{pid}\n".encode(), 0o644)
         exe = node.argv[0] if node.argv[0].startswith("/") else TELEPORT_BIN
         out[exe] = (teleport_script(node.inst.version), 0o755)
-        cmdline = b"".join(a.encode() + b"\0" for a in node.argv)
+        cmdline = b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in node.argv)
         if garbage:
             cmdline += b"--\xff\xfe\0"
         out[f"/proc/{pid}/cmdline"] = (cmdline, 0o444)
@@ -350,6 +374,9 @@ class FSBuilder:
             out[posixpath.normpath(log_out)] = (lambda: self.log(index), 0o640)
         for path, data in node.files.items():
             out[path] = (data, 0o644 if path != model.config_path else 0o600)
+        if g.fault == "hostile":
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.cluster.started - 60))
+            out.update(hostile.files(node.inst.n, model.secrets, stamp, data_dir))
         return out
 
     def teleport_yaml(self, node: SimNode, garbage: bool) -> bytes:
@@ -418,7 +445,8 @@ class FSBuilder:
 class _Handle:
     path: str
     entry: Entry
-    data: bytes
+    size: int
+    data: bytes | None = None  # what was opened (None: a stream, read piece by piece)
 
 
 def _sftp_error(exc: FSError) -> asyncssh.SFTPError:
@@ -491,7 +519,7 @@ class ReadOnlySFTPServer(asyncssh.SFTPServer):
         await self._hooks.before("fstat", self._chan)
         assert isinstance(file_obj, _Handle)
         attrs = file_obj.entry.attrs()
-        attrs.size = len(file_obj.data)
+        attrs.size = file_obj.size
         return attrs
 
     async def readlink(self, path: bytes) -> bytes:
@@ -502,7 +530,7 @@ class ReadOnlySFTPServer(asyncssh.SFTPServer):
             raise _sftp_error(exc) from None
         if ent.kind != "link":
             raise asyncssh.SFTPInvalidParameter("Not a symbolic link")
-        return ent.target.encode()
+        return ent.target.encode("utf-8", "surrogateescape")
 
     async def open(self, path: bytes, pflags: int,
                    attrs: asyncssh.SFTPAttrs) -> object:
@@ -515,16 +543,22 @@ class ReadOnlySFTPServer(asyncssh.SFTPServer):
             resolved, ent = self._fs.lookup(p)
             if ent.kind == "dir":
                 raise asyncssh.SFTPFailure("Is a directory")
+            if isinstance(ent.data, Stream):  # served piece by piece, never whole
+                if not ent.readable:
+                    raise FSError(errno.EACCES, p)
+                return _Handle(resolved, ent, ent.data.size)
             data = self._fs.read(resolved)
         except FSError as exc:
             raise _sftp_error(exc) from None
-        return _Handle(resolved, ent, data)
+        return _Handle(resolved, ent, len(data), data)
 
     async def read(self, file_obj: object, offset: int,
                    size: int) -> bytes:
         await self._hooks.before("read", self._chan)
         assert isinstance(file_obj, _Handle)
-        return file_obj.data[offset:offset + size]
+        if file_obj.data is not None:
+            return file_obj.data[offset:offset + size]
+        return file_obj.entry.read_at(offset, min(size, max(0, file_obj.size - offset)))
 
     def close(self, file_obj: object) -> None:
         return None
@@ -540,9 +574,11 @@ class ReadOnlySFTPServer(asyncssh.SFTPServer):
         if not ent.readable:
             raise asyncssh.SFTPPermissionDenied("Permission denied")
         for name in (".", "..", *ent.children):
+            # joined by hand: a hostile name ("/abs") must not replace the directory
             child = ent if name in (".", "..") else self._fs.entries[
-                posixpath.join(resolved, name)]
-            yield asyncssh.SFTPName(name.encode(), attrs=child.attrs())
+                resolved.rstrip("/") + "/" + name]
+            yield asyncssh.SFTPName(name.encode("utf-8", "surrogateescape"),
+                                    attrs=child.attrs())
 
     # Every write operation is refused: the simulated nodes are read-only.
 
