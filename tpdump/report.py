@@ -128,7 +128,10 @@ def build(facts: RunFacts, nodes: list[NodeResult]) -> dict[str, Any]:
             {"uuid": n.instance.uuid, "hostname": n.instance.hostname, "dir": n.dir,
              "status": n.status.value, "code": n.code, "reason": n.reason or None,
              "seconds": None if n.seconds is None else round(n.seconds, 3),
-             "started_at": n.started_at, "services": sorted(n.instance.services)}
+             "started_at": n.started_at, "services": sorted(n.instance.services),
+             "connect_seconds": None if n.connect_seconds is None else round(
+                 n.connect_seconds, 3),
+             "requests": n.requests}
             for n in nodes
         ],
     }

@@ -21,7 +21,7 @@ class NodeStatus(Enum):
     NOT_STARTED = "not started"
 
 
-@dataclass
+@dataclass(slots=True)
 class ItemResult:
     """One collected item of a node: a file or a command."""
 
@@ -51,6 +51,7 @@ class NodeResult:
     seconds: float | None = None
     items: list[ItemResult] = field(default_factory=list)
     clock_offset_s: float | None = None
+    requests: int | None = None  # SSH requests (execs, SFTP operations, forwards) made
     facts: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -79,6 +80,7 @@ class NodeResult:
             "connect_seconds": _round(self.connect_seconds),
             "seconds": _round(self.seconds),
             "clock_offset_s": _round(self.clock_offset_s),
+            "requests": self.requests,
             "facts": self.facts,
             "items": [i.to_json() for i in self.items],
         }

@@ -4,6 +4,7 @@ mean "deadline now", after which the archive is finished within seconds."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import sys
@@ -168,6 +169,8 @@ class Run(ABC):
             collect_scope = anyio.CancelScope(deadline=deadline)
             watcher = anyio.CancelScope()
             outer.start_soon(self._watch_signals, collect_scope, watcher)
+            archive_watch = anyio.CancelScope()
+            outer.start_soon(self._watch_archive, collect_scope, archive_watch)
             progress_scope = anyio.CancelScope()
             outer.start_soon(_run_in, progress_scope, progress.run)
             with collect_scope:
@@ -188,6 +191,7 @@ class Run(ABC):
                 await self.finish(deadline_reached)
             archive.end_input()  # in case the budget cut finish() short
             watcher.cancel()
+            archive_watch.cancel()
             progress_scope.cancel()
         with anyio.CancelScope(shield=True):
             await self.aclose()
@@ -213,6 +217,16 @@ class Run(ABC):
                 log.warning("interrupted", signal=signal.Signals(signum).name)
                 self.interrupted = True
                 collect.cancel()
+
+    async def _watch_archive(self, collect: anyio.CancelScope,
+                             watcher: anyio.CancelScope) -> None:
+        """A failed archive (a full disk) ends the collection at once: nothing more could
+        be kept, and close() reports the error (TPD400)."""
+        with watcher:
+            while self.archive is None or self.archive.failed is None:  # noqa: ASYNC110 - set by the writer task
+                await anyio.sleep(0.2)
+            log.error("archive failed; collection stopped", error=str(self.archive.failed))
+            collect.cancel()
 
     def _written(self) -> int:
         return self.archive.bytes_written if self.archive else 0
@@ -257,7 +271,7 @@ class Run(ABC):
             elif r.status is NodeStatus.NOT_STARTED:
                 r.fail("TPD300" if self.interrupted else "TPD301", "not started",
                        "the run ended before this node's turn")
-        findings = [] if self.interrupted else await analyze_at_dump_time(
+        findings = [] if self.interrupted or self.archive.failed else await analyze_at_dump_time(
             self.archive, self._node_files(), self.started, FINISH_BUDGET / 3,
             stop=lambda: self.interrupted)
         facts = RunFacts(
@@ -457,6 +471,13 @@ class ClusterRun(Run):
         await write_cluster(self.archive, discovery, self.extra, self.redactor)
         self.objects = await write_objects(self.archive, discovery, kinds, self.redactor)
         await self.write_roles()
+        # Written: memory stays flat in the number of nodes (ten thousand node objects and
+        # their heartbeats are tens of MB as Python objects).
+        for inst in discovery.instances:
+            inst.records.clear()
+        discovery.kind_docs.clear()
+        discovery.kind_results = {k: dataclasses.replace(r, stdout=b"")
+                                  for k, r in discovery.kind_results.items()}
 
     async def write_roles(self) -> None:
         """`role.<service>`: the service's heartbeat/inventory records, redacted."""
@@ -538,6 +559,9 @@ class ClusterRun(Run):
             why = classify(leaf)
             result.fail(why.code, why.reason, why.detail)
         finally:
+            result.requests = host.requests
+            if host.direct:  # asked for on their own: the batch did not answer them
+                result.facts["requests_direct"] = host.direct
             host.close()
             conn.close()
             self.transport.release(jump)

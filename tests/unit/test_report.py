@@ -81,3 +81,23 @@ def test_findings_in_report_json_text_and_html() -> None:
     assert "id='findings-table'" in page and "clock_offset" in page
     assert "href='nodes/uuid-web-1/node.json'" in page
     assert "<script" not in page and "http" not in page.lower()
+
+
+def test_node_json_is_the_record_one_item_a_line() -> None:
+    """node.json (written by the fast encoder, by hand) parses back to the node's record,
+    with one line per item."""
+    import json
+
+    from tpdump.collectors.node import node_json
+    from tpdump.discovery import Instance
+    from tpdump.results import ItemResult, NodeResult
+
+    r = NodeResult(Instance("5f0c6a4e-1111-4222-8333-944445555666", "web-1", "17.4.2",
+                            {"node"}), requests=4)
+    r.facts.update({"tools": ["ss", "df"], "diag": {"status": {"/readyz": 200}},
+                    "odd": "quote \" \u2028 é"})
+    r.items += [ItemResult("teleport.yaml", "ok", "nodes/x/teleport.yaml", 10, 0.1),
+                ItemResult("diag", "failed", None, 0, 1.5, "TPD202", "no answer")]
+    text = node_json(r)
+    assert json.loads(text) == json.loads(json.dumps(r.to_json(), default=str))
+    assert sum('"name": ' in line for line in text.splitlines()) == 2

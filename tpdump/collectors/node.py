@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import secrets
 import shlex
@@ -23,6 +24,7 @@ import structlog
 import yaml
 
 from tpdump.archive import ArchiveWriter
+from tpdump.batch import Want
 from tpdump.collectors.sqlite import dump_process_state
 from tpdump.config import Settings
 from tpdump.hosts import DirEntry, Exec, Host, ItemError
@@ -42,6 +44,25 @@ _UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/syst
 # Well-known Teleport ports, to name what a connection goes to.
 _PORT_ROLES = {3025: "auth", 3024: "proxy tunnel", 3023: "proxy ssh", 3080: "proxy web",
                443: "proxy web"}
+# The systemctl listings of a live host, by name.
+SYSTEMCTL_LISTS = {
+    "units": ("systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager",
+              "teleport*"),
+    "timers": ("systemctl", "list-timers", "--all", "--no-pager", "teleport*"),
+    "files": ("systemctl", "list-unit-files", "--plain", "--no-legend", "--no-pager",
+              "teleport*"),
+}
+# The unit nearly every host has: fetched with the rest before its listing is read.
+LIKELY_UNIT = "teleport.service"
+SS_ARGV = ("ss", "-Htnp", "state", "established")
+# What `systemctl status` exits with for a unit that exists (LSB: 3 = not running).
+STATUS_OK = (0, 1, 2, 3)
+
+
+def unit_argvs(unit: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`systemctl cat` and `systemctl status` of one unit."""
+    return (("systemctl", "cat", "--no-pager", unit),
+            ("systemctl", "status", "--no-pager", "--full", "-n", "0", unit))
 
 
 def probe_command(boundary: str, root: str, cap: int) -> str:
@@ -86,20 +107,18 @@ def diag_addr_from(argv: list[str]) -> str | None:
 
 def split_hostport(addr: str) -> tuple[str, int] | None:
     host, sep, port = addr.strip().rpartition(":")
-    if not sep:
+    if not sep or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         return None
-    try:
-        return host.strip("[]") or "127.0.0.1", int(port)
-    except ValueError:
-        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def config_facts(text: str) -> dict[str, Any]:
     """What support needs at a glance from teleport.yaml (already redacted)."""
     try:
         doc = yaml.load(text, Loader=Loader)
-    except yaml.YAMLError as exc:
-        return {"config_error": f"not valid YAML: {str(exc).splitlines()[0]}"}
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: a value YAML cannot build (`2024-02-30`, `!!int abc`).
+        return {"config_error": f"not valid YAML: {(str(exc).splitlines() or [''])[0]}"}
     if not isinstance(doc, dict):
         return {"config_error": "not a YAML mapping"}
     tp = doc.get("teleport") if isinstance(doc.get("teleport"), dict) else {}
@@ -218,6 +237,53 @@ def within_window(data: bytes, since: float, max_lines: int) -> tuple[bytes, boo
     kept = lines[start:]
     out = b"".join(line + b"\n" for line in kept)
     return out, start > 0
+
+
+def tunnel_metrics(body: bytes) -> list[str]:
+    """The samples of /metrics (Prometheus text format) whose metric name is about
+    reverse tunnels; comments and every other metric left out."""
+    return [line for line in body.decode("utf-8", "replace").splitlines()
+            if line and not line.startswith("#") and "tunnel" in line.split("{")[0]]
+
+
+def parse_number(raw: bytes) -> float | None:
+    """A finite number printed by the node (`date +%s.%N`, /proc/uptime), else None: `nan`
+    or `inf` would make node.json invalid JSON and the clock offset meaningless."""
+    try:
+        value = float(raw.strip().decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+_FIND_KINDS = {"f": "file", "d": "dir", "l": "link", "s": "socket"}
+
+
+def parse_find(text: str, path: str, limit: int) -> list[DirEntry]:
+    """`find PATH -printf '%y %s %T@ %p\\n'` output as entries (at most `limit`); lines
+    that do not parse are skipped."""
+    out: list[DirEntry] = []
+    for line in text.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) != 4 or parts[3] == path.rstrip("/"):
+            continue
+        try:
+            out.append(DirEntry(parts[3], _FIND_KINDS.get(parts[0], "other"), int(parts[1]),
+                                float(parts[2])))
+        except ValueError:
+            continue
+        if len(out) >= limit:
+            break
+    return out
+
+
+def utc_stamp(mtime: float) -> str:
+    """A file time as ISO UTC; `?` for one no calendar holds (a damaged or hostile
+    listing: `nan`, `1e300`)."""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
+    except (OverflowError, OSError, ValueError):
+        return "?"
 
 
 def parse_limits(text: str) -> dict[str, str]:
@@ -342,6 +408,11 @@ class NodeCollector:
 
         async def early_config() -> None:
             with anyio.move_on_after(self.settings.item_timeout):
+                # One exec beside the probe's (cheaper than starting SFTP); a config
+                # that is not there or not readable is asked for again by SFTP.
+                await self.host.prefetch([Want("head", (DEFAULT_CONFIG,),
+                                               self.settings.max_output)],
+                                         self.settings.item_timeout / 2)
                 try:
                     self.config_data = await self.host.read(DEFAULT_CONFIG,
                                                             self.settings.max_output)
@@ -377,11 +448,50 @@ class NodeCollector:
     async def collect_rest(self) -> None:
         await self.write_probe()
         await self.write_config()
+        items = [item for item in ITEMS
+                 if item.when(self) and item.name not in self.settings.skip_items]
         async with anyio.create_task_group() as tg:
-            for item in ITEMS:
-                if item.when(self) and item.name not in self.settings.skip_items:
+            for item in items:  # what needs no batch starts now
+                if item.name == "diag":
+                    tg.start_soon(self.guarded, item.name, _bind(item.run, self))
+            if self._probe_error is None and "end" in self.sections:
+                # What the other items will ask for, in one round trip; what it misses
+                # they ask for on their own.
+                await self.host.prefetch(self.planned({i.name for i in items}),
+                                         self.settings.item_timeout)
+            for item in items:
+                if item.name != "diag":
                     tg.start_soon(self.guarded, item.name, _bind(item.run, self))
         await self.guarded("tunnel status", self.tunnel_status)
+
+    def planned(self, items: set[str]) -> list[Want]:
+        """The commands and reads the items named will make (same arguments, same caps),
+        for one batch."""
+        cap, log_cap = self.settings.max_output, self.settings.log_bytes
+        wants: list[Want] = []
+        if self.root:
+            return wants
+        if "systemd" in items:
+            wants += [Want("run", argv, cap) for argv in SYSTEMCTL_LISTS.values()]
+            wants += [Want("run", argv, cap, STATUS_OK) for argv in unit_argvs(LIKELY_UNIT)]
+        if "journal" in items:
+            wants += [Want("run", tuple(self.journal_argv(fmt)), log_cap)
+                      for fmt in self.journal_formats()]
+        if "log file" in items:
+            wants.append(Want("tail", (str(self.facts["log_output"]),), log_cap))
+        if "debug socket" in items:
+            wants.append(Want("kind", (f"{self.data_dir}/debug.sock",)))
+        if "connections" in items:
+            wants.append(Want("run", SS_ARGV, cap))
+        if "disk" in items:
+            wants.append(Want("run", ("df", "-Pk", self.data_dir), 64 * 1024))
+        if "data_dir listing" in items:
+            wants.append(Want("run", tuple(find_argv(self.data_dir, 5)),
+                              200 * self.settings.datadir_entries))
+        if "process state" in items:
+            wants.append(Want("head", (f"{self.data_dir}/proc/sqlite.db",),
+                              self.settings.sqlite_bytes))
+        return wants
 
     # --- the probe -----------------------------------------------------------
     async def run_probe(self) -> None:
@@ -476,18 +586,13 @@ class NodeCollector:
                 self.facts.setdefault("limits", parse_limits(body.decode("utf-8", "replace")))
         self.facts.update(parse_meminfo(self.sections.get("meminfo", b"").decode(
             "utf-8", "replace")))
-        uptime = self.sections.get("uptime", b"").split()
-        if uptime:
-            with contextlib.suppress(ValueError):
-                self.facts["uptime_s"] = float(uptime[0])
-        date = self.sections.get("date", b"").strip()
-        try:
-            self.remote_now = float(date.decode())
+        uptime = parse_number((self.sections.get("uptime", b"").split() or [b""])[0])
+        if uptime is not None:
+            self.facts["uptime_s"] = uptime
+        self.remote_now = parse_number(self.sections.get("date", b""))
+        if self.remote_now is not None and not self.root:
             sent, received = self._probe_times
-            if not self.root:
-                self.result.clock_offset_s = self.remote_now - (sent + received) / 2
-        except (ValueError, UnicodeDecodeError):
-            pass
+            self.result.clock_offset_s = self.remote_now - (sent + received) / 2
 
     async def write_config(self) -> None:
         started = time.monotonic()
@@ -518,12 +623,10 @@ class NodeCollector:
 
         async with anyio.create_task_group() as tg:
             if not self.root:
-                tg.start_soon(listing, "units", ["systemctl", "list-units", "--all", "--plain",
-                                                 "--no-legend", "--no-pager", "teleport*"])
-                tg.start_soon(listing, "timers", ["systemctl", "list-timers", "--all",
-                                                  "--no-pager", "teleport*"])
-            tg.start_soon(listing, "files", ["systemctl", *root, "list-unit-files", "--plain",
-                                             "--no-legend", "--no-pager", "teleport*"])
+                tg.start_soon(listing, "units", list(SYSTEMCTL_LISTS["units"]))
+                tg.start_soon(listing, "timers", list(SYSTEMCTL_LISTS["timers"]))
+            files = SYSTEMCTL_LISTS["files"]
+            tg.start_soon(listing, "files", [files[0], *root, *files[1:]])
         units: list[str] = []
         for name in ("units", "files"):
             for line in lists[name].stdout.decode("utf-8", "replace").splitlines() \
@@ -549,19 +652,22 @@ class NodeCollector:
             if self.root:  # `systemctl cat` refuses --root: read the files as it would
                 text, cut, source = await self.unit_files(unit), False, "unit files"
             else:
-                cat = await self.host.run(["systemctl", "cat", "--no-pager", unit], cap)
+                cat = await self.host.run(list(unit_argvs(unit)[0]), cap)
                 text, cut, source = cat.stdout, cat.truncated, f"command: systemctl cat {unit}"
             await self.write(f"systemctl cat {unit}", f"teleport.service/{unit}",
                              self.redactor.data(text), source=source, truncated=cut,
                              started=t0)
             if not self.root:
-                st = await self.host.run(["systemctl", "status", "--no-pager", "--full",
-                                          "-n", "0", unit], cap)
+                st = await self.host.run(list(unit_argvs(unit)[1]), cap)
                 await self.write(f"systemctl status {unit}",
                                  f"teleport.service/{unit}.status.txt",
                                  self.redactor.data(st.stdout), truncated=st.truncated,
                                  source=f"command: systemctl status {unit}", started=t0)
 
+        if not self.root:  # the other units' cat and status: one more batch for them all
+            await self.host.prefetch([Want("run", argv, cap, STATUS_OK) for unit in units[:20]
+                                      if unit != LIKELY_UNIT for argv in unit_argvs(unit)],
+                                     self.settings.item_timeout / 2)
         async with anyio.create_task_group() as tg:
             for unit in units[:20]:
                 tg.start_soon(self.guarded, f"unit {unit}", _bind(one, unit))
@@ -592,20 +698,27 @@ class NodeCollector:
             raise ItemError(failure("TPD209", f"unit {unit}: no unit file"), missing=True)
         return b"\n".join(parts)
 
-    async def journal(self) -> None:
-        """journalctl -u teleport.service in short-iso-precise and JSON, newest kept."""
+    def journal_argv(self, fmt: str) -> list[str]:
         now = self.remote_now or time.time()
         since = int(now - self.settings.log_window_h * 3600)
         where = [f"--root={self.root}"] if self.root else []
-        base = ["journalctl", *where, "--no-pager", "-u", "teleport.service"]
         # Newest first (-r), so that -n and the byte cap keep the newest entries and
-        # journalctl stops early; put back in time order here.
-        bounds = ["--since", f"@{since}", "-r", "-n", str(self.settings.log_lines)]
+        # journalctl stops early; put back in time order by the item.
+        return ["journalctl", *where, "--no-pager", "-u", "teleport.service", "-o", fmt,
+                "--since", f"@{since}", "-r", "-n", str(self.settings.log_lines)]
+
+    def journal_formats(self) -> list[str]:
+        return ["short-iso-precise", "json"] if self.settings.journal_json else \
+            ["short-iso-precise"]
+
+    async def journal(self) -> None:
+        """journalctl -u teleport.service in short-iso-precise and JSON, newest kept."""
         cap = self.settings.log_bytes
+        argvs = {fmt: self.journal_argv(fmt) for fmt in self.journal_formats()}
 
         async def one(fmt: str, path: str) -> None:
             t0 = time.monotonic()
-            ran = await self.host.run([*base, "-o", fmt, *bounds], cap)
+            ran = await self.host.run(argvs[fmt], cap)
             ran = Exec(newest_last(ran.stdout, ran.truncated), ran.stderr, ran.exit_status,
                        ran.truncated)
             if ran.exit_status not in (0, None):
@@ -699,8 +812,7 @@ class NodeCollector:
 
     async def connections(self) -> None:
         started = time.monotonic()
-        ran = await self.host.run(["ss", "-Htnp", "state", "established"],
-                                  self.settings.max_output)
+        ran = await self.host.run(list(SS_ARGV), self.settings.max_output)
         conns = parse_connections(ran.stdout.decode("utf-8", "replace"), self.pids)
         lines = [line for line in ran.stdout.decode("utf-8", "replace").splitlines()
                  if any(f"pid={p}," in line for p in self.pids)]
@@ -726,9 +838,7 @@ class NodeCollector:
         entries = await self.find(self.data_dir, self.settings.datadir_entries, 5)
         if entries is None:
             entries = await self.host.listdir(self.data_dir, self.settings.datadir_entries, 5)
-        lines = [f"{e.kind:<6} {e.size:>12} "
-                 f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(e.mtime))} {e.path}"
-                 for e in entries]
+        lines = [f"{e.kind:<6} {e.size:>12} {utc_stamp(e.mtime)} {e.path}" for e in entries]
         cut = len(entries) >= self.settings.datadir_entries
         await self.write("data_dir listing", "data_dir.txt", "\n".join(lines) + "\n",
                          source=f"listing: {self.data_dir}", truncated=cut, started=started)
@@ -742,26 +852,12 @@ class NodeCollector:
         # still gets the other half.
         with anyio.move_on_after(self.settings.item_timeout / 2):
             try:
-                ran = await self.host.run(["find", path, "-maxdepth", str(depth), "-printf",
-                                           "%y %s %T@ %p\\n"], 200 * limit)
+                ran = await self.host.run(find_argv(path, depth), 200 * limit)
             except ItemError:
                 return None
         if ran is None or (ran.exit_status != 0 and not ran.truncated):
             return None
-        kinds = {"f": "file", "d": "dir", "l": "link", "s": "socket"}
-        out: list[DirEntry] = []
-        for line in ran.stdout.decode("utf-8", "replace").splitlines():
-            parts = line.split(" ", 3)
-            if len(parts) != 4 or parts[3] == path.rstrip("/"):
-                continue
-            try:
-                out.append(DirEntry(parts[3], kinds.get(parts[0], "other"), int(parts[1]),
-                                    float(parts[2])))
-            except ValueError:
-                continue
-            if len(out) >= limit:
-                break
-        return out
+        return parse_find(ran.stdout.decode("utf-8", "replace"), path, limit)
 
     async def process_state(self) -> None:
         started = time.monotonic()
@@ -779,8 +875,7 @@ class NodeCollector:
 
     async def tunnel_status(self) -> None:
         """Reverse-tunnel state from the metrics and the log lines that mention it."""
-        metrics = [line for line in self.metrics.decode("utf-8", "replace").splitlines()
-                   if line and not line.startswith("#") and "tunnel" in line.split("{")[0]]
+        metrics = tunnel_metrics(self.metrics)
         inst = self.result.instance
         if not metrics and not self.log_tail and not inst.tunnel:
             return
@@ -788,6 +883,11 @@ class NodeCollector:
                 "log_lines": self.log_tail}
         await self.write("tunnel status", "tunnel.json", json.dumps(data, indent=1),
                          source="metrics and logs", started=time.monotonic())
+
+
+def find_argv(path: str, depth: int) -> list[str]:
+    """One GNU `find` listing names, sizes and times under `path`."""
+    return ["find", path, "-maxdepth", str(depth), "-printf", "%y %s %T@ %p\\n"]
 
 
 def _bind(func: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:
@@ -828,4 +928,14 @@ ITEMS: tuple[Item, ...] = (
 
 
 def node_json(result: NodeResult) -> str:
-    return json.dumps(result.to_json(), indent=1, default=str)
+    """node.json: one line per key, one line per item (readable, and written by the C
+    JSON encoder: json.dumps(indent=...) runs in Python, a cost paid for every node)."""
+    lines = []
+    for key, value in result.to_json().items():
+        name = json.dumps(key)
+        if isinstance(value, list) and value:
+            inner = ",\n".join("  " + json.dumps(v, default=str) for v in value)
+            lines.append(f" {name}: [\n{inner}\n ]")
+        else:
+            lines.append(f" {name}: {json.dumps(value, default=str)}")
+    return "{\n" + ",\n".join(lines) + "\n}"

@@ -116,6 +116,9 @@ async def run(scenario: Scenario, state_dir: Path) -> None:
     finally:
         (state_dir / "ready").unlink(missing_ok=True)
         (state_dir / "sim.pid").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # what tpdump asked of the nodes (benchmarks)
+            (state_dir / "load.json").write_text(json.dumps(
+                {"summary": ssh.load.summary(), "nodes": ssh.load.by_node}, indent=1))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ssh.close(), 2)
         with contextlib.suppress(Exception):

@@ -50,7 +50,7 @@ def is_probe(command: str) -> bool:
     return PROBE_MARK in command
 
 
-def _fast_sh_c(command: str) -> str | None:
+def fast_sh_c(command: str) -> str | None:
     """The script of `/bin/sh -c <shlex.quote(script)>` without a full shlex pass (hot path)."""
     head = "/bin/sh -c '"
     if not (command.startswith(head) and command.endswith("'")):
@@ -62,7 +62,7 @@ def _fast_sh_c(command: str) -> str | None:
 def run_command(command: str, fs: NodeFS, node: SimNode, now: float,
                 cluster: SimCluster | None = None) -> ExecResult | JournalRequest:
     """Run one exec request `command` (as the login shell would be given it)."""
-    fast = _fast_sh_c(command)
+    fast = fast_sh_c(command)
     if fast is not None and is_probe(fast):
         return ExecResult(stdout=run_probe(fast, fs, node, now))
     try:
@@ -399,4 +399,106 @@ def _find_cmd(args: list[str], fs: NodeFS) -> ExecResult:
                     emit(child_path, child_ent, posixpath.join(shown, child), depth + 1)
 
     emit(start, entry, root.rstrip("/") or "/", 0)
-    return ExecResult(stdout="".join(out).encode())
+    return ExecResult(stdout="".join(out).encode("utf-8", "surrogateescape"))
+
+
+# --- the tpdump batch (tpdump/batch.py) ------------------------------------------------
+BATCH_MARK = "# tpdump-batch v1"
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """One request line of a batch: `r|f|t|k NAME [CAP] ARGS...`."""
+
+    op: str
+    name: str
+    cap: int
+    args: tuple[str, ...]
+
+
+def is_batch(script: str) -> bool:
+    return script.startswith(BATCH_MARK)
+
+
+def parse_batch(script: str) -> tuple[str, list[BatchStep]]:
+    """The boundary and the requests of a batch script (the lines calling r, f, t, k)."""
+    boundary = ""
+    steps: list[BatchStep] = []
+    for line in script.split("\n"):
+        if line.startswith("B="):
+            boundary = line[2:].strip()
+            continue
+        if line[:2] not in ("r ", "f ", "t ", "k "):
+            continue
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            continue
+        if words[0] == "k" and len(words) == 3:
+            steps.append(BatchStep("k", words[1], 0, (words[2],)))
+        elif len(words) >= 4:
+            try:
+                steps.append(BatchStep(words[0], words[1], int(words[2]), tuple(words[3:])))
+            except ValueError:
+                continue
+    return boundary, steps
+
+
+def batch_step(step: BatchStep, fs: NodeFS, node: SimNode, now: float,
+               cluster: SimCluster | None) -> ExecResult | JournalRequest:
+    """One request of a batch: its output (within the cap the script gives head/tail)
+    and status; `journalctl` is left to the caller (answered by the real journalctl)."""
+    if step.op == "r":
+        return run_command(shlex.join(step.args), fs, node, now, cluster)
+    if step.op in ("f", "t"):
+        out, code = batch_file(step, fs)
+        return ExecResult(stdout=out, code=code)
+    return ExecResult(stdout=batch_kind(step, fs))
+
+
+def batch_frame(boundary: str, step: BatchStep, out: bytes, code: int) -> bytes:
+    """A request's framed answer as the script prints it: `r` output beyond the cap is cut
+    by head, which makes the command die of SIGPIPE (status 141)."""
+    if step.op == "r" and len(out) > step.cap:
+        out, code = out[:step.cap], 141
+    head = b"\n--" + boundary.encode() + b" "
+    name = step.name.encode()
+    return head + name + b"\n" + out + head + b"rc " + name + b" " + str(code).encode() + b"\n"
+
+
+def batch_end(boundary: str) -> bytes:
+    return b"\n--" + boundary.encode() + b" end\n"
+
+
+def batch_file(step: BatchStep, fs: NodeFS) -> tuple[bytes, int]:
+    """`head -c CAP < PATH` (f) or `tail -c CAP < PATH` (t): output and status (dash
+    exits 2 when the redirection fails)."""
+    try:
+        _, ent = fs.lookup(step.args[0])
+        if ent.kind == "dir":
+            return b"", 1  # head/tail: "Is a directory"
+        if not ent.readable or ent.kind == "sock":
+            return b"", 2
+    except FSError:
+        return b"", 2
+    size = ent.size()
+    if step.op == "f":
+        return ent.read_at(0, step.cap), 0
+    start = max(0, size - step.cap)
+    return ent.read_at(start, size - start), 0
+
+
+def batch_kind(step: BatchStep, fs: NodeFS) -> bytes:
+    """What `k` prints: test -L, -S, -d, -f, -e in that order."""
+    path = step.args[0]
+    try:
+        _, ent = fs.lookup(path, follow=False)
+    except FSError:
+        return b""
+    if ent.kind == "link":
+        return b"link\n"
+    target = fs.exists(path)
+    if target is None:
+        return b""
+    return {"sock": b"socket\n", "dir": b"dir\n", "file": b"file\n"}.get(target.kind,
+                                                                     b"other\n")

@@ -31,8 +31,18 @@ from tpdump.sim.diag import (
     diag_handler,
 )
 from tpdump.sim.journal import JournalStore
-from tpdump.sim.shell import ExecResult, JournalRequest, run_command
-from tpdump.sim.vfs import DEBUG_SOCKET_SINCE, FSBuilder, SFTPHooks, make_sftp_server
+from tpdump.sim.shell import (
+    ExecResult,
+    JournalRequest,
+    batch_end,
+    batch_frame,
+    batch_step,
+    fast_sh_c,
+    is_batch,
+    parse_batch,
+    run_command,
+)
+from tpdump.sim.vfs import DEBUG_SOCKET_SINCE, FSBuilder, NodeFS, SFTPHooks, make_sftp_server
 
 log = logging.getLogger(__name__)
 
@@ -286,14 +296,68 @@ def addr_matches(listen: str, host: str, port: int, node_ip: str) -> bool:
     return host == lhost
 
 
+class NodeLoad:
+    """What tpdump asked of each node, for the benchmarks (`load.json` in the state
+    dir): connections, channels opened, the most open at once, execs and how many of them
+    ran niced (`nice`, or a script that renices itself)."""
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, dict[str, int]] = {}
+
+    def _of(self, node: SimNode) -> dict[str, int]:
+        got = self.by_node.get(node.hostname)
+        if got is None:
+            got = self.by_node[node.hostname] = {"connections": 0, "channels": 0,
+                                                  "peak_channels": 0, "execs": 0,
+                                                  "execs_niced": 0}
+        return got
+
+    def connection(self, node: SimNode) -> None:
+        self._of(node)["connections"] += 1
+
+    def channel(self, node: SimNode, conn: object) -> None:
+        """A channel opened on `conn`: open channels are counted as it opens (a peak
+        can only start with an open)."""
+        load = self._of(node)
+        load["channels"] += 1
+        open_now = len(getattr(conn, "_channels", {}))
+        load["peak_channels"] = max(load["peak_channels"], open_now)
+
+    def exec(self, node: SimNode, command: str) -> None:
+        load = self._of(node)
+        load["execs"] += 1
+        if command.startswith("nice ") or "renice -n" in command:
+            load["execs_niced"] += 1
+
+    def summary(self) -> dict[str, object]:
+        nodes = list(self.by_node.values())
+
+        def most(key: str) -> int:
+            return max((n[key] for n in nodes), default=0)
+        return {"nodes": len(nodes), "max_connections_per_node": most("connections"),
+                "max_channels_per_node": most("channels"),
+                "max_open_channels_per_node": most("peak_channels"),
+                "max_execs_per_node": most("execs"),
+                "execs": sum(n["execs"] for n in nodes),
+                "execs_niced": sum(n["execs_niced"] for n in nodes)}
+
+
 class NodeServer(asyncssh.SSHServer):
     """Port forwarding on a node: its diag listener and its debug service socket, served
     in-process; anything else is refused like a closed port."""
 
-    def __init__(self, node: SimNode, cluster: SimCluster, debug: DebugState) -> None:
+    def __init__(self, node: SimNode, cluster: SimCluster, debug: DebugState,
+                 load: NodeLoad | None = None) -> None:
         self.node = node
         self.cluster = cluster
         self.debug = debug
+        self.load = load
+        self.conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        if self.load is not None:
+            self.load.connection(self.node)
 
     def _clock(self) -> float:
         return time.time() + self.node.inst.group.clock_offset_s
@@ -304,6 +368,8 @@ class NodeServer(asyncssh.SSHServer):
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                              orig_port: int) -> Any:
+        if self.load is not None:
+            self.load.channel(self.node, self.conn)
         diag = self.node.config.diag_addr
         if diag and addr_matches(diag, dest_host, dest_port, self.node.ip):
             return HTTPTCPSession(diag_handler(self.node, self.cluster), self._delay(),
@@ -311,6 +377,8 @@ class NodeServer(asyncssh.SSHServer):
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "Connection refused")
 
     def unix_connection_requested(self, dest_path: str) -> Any:
+        if self.load is not None:
+            self.load.channel(self.node, self.conn)
         sock = posixpath.join(posixpath.normpath(self.node.config.data_dir), "debug.sock")
         major = int(self.node.inst.version.split(".")[0])
         if major >= DEBUG_SOCKET_SINCE and posixpath.normpath(dest_path) == sock:
@@ -355,6 +423,7 @@ class SSHCluster:
         self._rogue_ca_keys = asyncssh.import_authorized_keys(
             "cert-authority " + cluster.keys.rogue_ca.export_public_key().decode())
         self._flood_block = self._make_flood_block()
+        self.load = NodeLoad()
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -412,11 +481,15 @@ class SSHCluster:
             cert = keys.host_cert(principals, node.uuid, rogue=node.fault == "bad_hostkey")
             fs_cache = self.fsb
             hooks = NodeFaults(node)
+            load = self.load
 
             def sftp_factory(chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
+                load.channel(node, chan.get_connection())
                 return make_sftp_server(fs_cache.fs(node), hooks)(chan)
 
             async def process(proc: asyncssh.SSHServerProcess[bytes]) -> None:
+                load.channel(node, proc.channel.get_connection())
+                load.exec(node, proc.command or "")
                 await self._exec(node, proc)
 
             debug = self._debug.setdefault(idx, DebugState(
@@ -424,7 +497,7 @@ class SSHCluster:
             cluster = self.cluster
 
             def server_factory() -> asyncssh.SSHServer:
-                return NodeServer(node, cluster, debug)
+                return NodeServer(node, cluster, debug, load)
 
             opts = asyncssh.SSHServerConnectionOptions(
                 server_factory=server_factory,
@@ -458,6 +531,10 @@ class SSHCluster:
                 return
             fs = self.fsb.fs(node)
             now = time.time()
+            script = fast_sh_c(command)
+            if script is not None and is_batch(script):
+                await self._batch(node, fs, script, now, proc)
+                return
             answer = run_command(command, fs, node, now, self.cluster)
             if isinstance(answer, JournalRequest):
                 out, err, code = await self.journals.journalctl(node, list(answer.args), now)
@@ -474,6 +551,23 @@ class SSHCluster:
             proc.exit(255)
         except (BrokenPipeError, ConnectionError, asyncssh.Error) as exc:
             log.debug("exec on %s ended: %s", node.hostname, exc)
+
+    async def _batch(self, node: SimNode, fs: NodeFS, script: str, now: float,
+                     proc: asyncssh.SSHServerProcess[bytes]) -> None:
+        """A tpdump batch, answered as dash runs it: each request's output framed by
+        the boundary, with its status; streamed as it goes."""
+        boundary, steps = parse_batch(script)
+        for step in steps:
+            answer = batch_step(step, fs, node, now, self.cluster)
+            if isinstance(answer, JournalRequest):
+                out, _, code = await self.journals.journalctl(node, list(answer.args), now)
+            else:
+                out, code = answer.stdout, answer.code
+            proc.stdout.write(batch_frame(boundary, step, out, code))
+            await proc.stdout.drain()
+        proc.stdout.write(batch_end(boundary))
+        await proc.stdout.drain()
+        proc.exit(0)
 
     async def _flood(self, proc: asyncssh.SSHServerProcess[bytes]) -> None:
         sent = 0
