@@ -33,6 +33,15 @@ bench: $(STAMP)
 	$(PY) bench/profiles.py
 	$(PY) bench/redact_throughput.py
 	$(PY) bench/obfuscate_compare.py
+	$(PY) bench/scale.py
+
+# A longer fault soak than `make test` runs (tests/soak): 100 dumps of a cluster three times
+# the size, bounded by a 25-minute limit; the figures go to bench/out/soak.json.
+soak: $(STAMP)
+	mkdir -p bench/out
+	TPDUMP_SOAK_RUNS=100 TPDUMP_SOAK_IN_PROCESS=10 TPDUMP_SOAK_SCALE=3 \
+	TPDUMP_SOAK_MAX_SECONDS=1500 TPDUMP_SOAK_REPORT=bench/out/soak.json \
+	$(PY) -m pytest -q -s -m soak tests/soak
 
 clean:
 	rm -rf $(VENV) dumps build *.egg-info

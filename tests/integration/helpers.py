@@ -49,6 +49,9 @@ class Dump:
     seconds: float
     archive: Path | None
     files: dict[str, bytes]
+    # Peak resident set of the tpdump process in KiB, when the runner measured it
+    # (tests/soak polls /proc/PID/status VmHWM; run_dump does not).
+    peak_rss_kb: int | None = None
 
     def json(self, path: str) -> Any:
         return json.loads(self.files[path])
