@@ -304,7 +304,7 @@ class Run(ABC):
         obf = self.obfuscator
         out: dict[str, bytes] = {}
         for r in self.results:
-            files = {f"{r.dir}/node.json": node_json(r).encode()}
+            files = {f"{r.dir}/node.json": node_json(r, brief=True).encode()}
             if r.status is not NodeStatus.OK and r.code:
                 files[f"{r.dir}/error.txt"] = f"{r.code} {r.reason}\n".encode()
             for path, data in files.items():

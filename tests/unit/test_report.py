@@ -101,3 +101,22 @@ def test_node_json_is_the_record_one_item_a_line() -> None:
     text = node_json(r)
     assert json.loads(text) == json.loads(json.dumps(r.to_json(), default=str))
     assert sum('"name": ' in line for line in text.splitlines()) == 2
+
+
+def test_brief_node_json_keeps_every_line_where_it_is() -> None:
+    """The analyzers' brief node.json (no facts, no items) has each of its keys on the
+    line the archive's node.json has it: evidence line numbers stay right."""
+    import json
+
+    from tpdump.collectors.node import node_json
+    from tpdump.discovery import Instance
+    from tpdump.results import ItemResult, NodeResult
+
+    r = NodeResult(Instance("5f0c6a4e-1111-4222-8333-944445555666", "web-1"),
+                   clock_offset_s=12.5, code="TPD202", reason="collection timed out")
+    r.facts["tools"] = ["ss"]
+    r.items.append(ItemResult("diag", "failed", None, 0, 1.5, "TPD202", "no answer"))
+    full, brief = node_json(r).splitlines(), node_json(r, brief=True).splitlines()
+    assert "facts" not in json.loads("\n".join(brief))
+    for n, line in enumerate(brief[1:-1], start=1):
+        assert full[n].rstrip(",") == line.rstrip(","), (n, line)

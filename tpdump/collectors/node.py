@@ -927,11 +927,15 @@ ITEMS: tuple[Item, ...] = (
 )
 
 
-def node_json(result: NodeResult) -> str:
+def node_json(result: NodeResult, *, brief: bool = False) -> str:
     """node.json: one line per key, one line per item (readable, and written by the C
-    JSON encoder: json.dumps(indent=...) runs in Python, a cost paid for every node)."""
+    JSON encoder: json.dumps(indent=...) runs in Python, a cost paid for every node).
+    `brief` leaves out the facts and items (the last keys: every other line stays where it
+    is in the full file), for the dump-time analyzers of ten thousand nodes."""
     lines = []
     for key, value in result.to_json().items():
+        if brief and key in ("facts", "items"):
+            continue
         name = json.dumps(key)
         if isinstance(value, list) and value:
             inner = ",\n".join("  " + json.dumps(v, default=str) for v in value)
