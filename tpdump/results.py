@@ -53,6 +53,8 @@ class NodeResult:
     clock_offset_s: float | None = None
     requests: int | None = None  # SSH requests (execs, SFTP operations, forwards) made
     facts: dict[str, Any] = field(default_factory=dict)
+    # node.json, zlib-compressed, once the node is done (its facts and items released)
+    rendered: bytes | None = None
 
     @property
     def dir(self) -> str:

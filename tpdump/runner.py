@@ -9,6 +9,7 @@ import math
 import signal
 import sys
 import time
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -291,7 +292,8 @@ class Run(ABC):
         await add("report.txt", render_text(report), source="tpdump", priority="report")
         await add("readme.html", render_html(report), source="tpdump", priority="report")
         for r in self.results:
-            await add(f"{r.dir}/node.json", node_json(r), source="tpdump", priority="report")
+            text = zlib.decompress(r.rendered) if r.rendered else node_json(r).encode()
+            await add(f"{r.dir}/node.json", text, source="tpdump", priority="report")
             if r.status is not NodeStatus.OK and r.code:
                 await add(f"{r.dir}/error.txt", f"{r.code} {r.reason}\n{r.detail}\n"
                           f"See: tpdump explain {r.code}\n", source="tpdump",
@@ -523,6 +525,12 @@ class ClusterRun(Run):
                 result.seconds = time.monotonic() - started
             log.info("node done", status=result.status.value, code=result.code,
                      seconds=round(result.seconds, 3))
+            if result.status is not NodeStatus.INTERRUPTED:
+                # Its node.json is final now: kept compressed (≈ 1 KB) instead of its facts
+                # and items (≈ 10 KB of objects), so memory stays flat in N.
+                result.rendered = zlib.compress(node_json(result).encode(), 1)
+                result.facts = {}
+                result.items = []
 
     async def _connect_and_collect(self, result: NodeResult, started: float) -> None:
         assert self.archive is not None and result.instance.target is not None
