@@ -39,3 +39,18 @@ def report_of(out: Path) -> dict[str, Any]:
     archive = sorted(p for p in out.iterdir() if not p.name.endswith(".partial"))[-1]
     report: dict[str, Any] = json.loads(read_archive(archive)["report.json"])
     return report
+
+
+def start_cluster(tmp: Path, scenario: dict[str, Any],
+                  timeout: float = 300) -> tuple[subprocess.Popen[bytes], float]:
+    """A simulated cluster from a scenario dict, in its own process, state in tmp/state:
+    (the process, seconds it took to be ready)."""
+    import yaml
+
+    from tpdump.sim.cli import start_in_subprocess
+
+    (tmp / "scenario.yaml").write_text(yaml.safe_dump(scenario))
+    started = time.monotonic()
+    sim = start_in_subprocess(str(tmp / "scenario.yaml"), str(tmp / "state"), timeout=timeout)
+    return sim, time.monotonic() - started
+

@@ -9,16 +9,12 @@ import json
 import math
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_of, report_of, run  # noqa: E402
-from tpdump.sim.cli import start_in_subprocess  # noqa: E402
+from bench.common import cpu_of, report_of, run, start_cluster  # noqa: E402
 
 
 def main() -> int:
@@ -35,10 +31,7 @@ def main() -> int:
                     "seed": 1, "groups": [{"name": "web", "count": n, "services": ["node"],
                                            "init": args.init, "rtt_ms": args.rtt_ms}],
                     "secrets": {"plant": True}}
-        (tmp / "scenario.yaml").write_text(yaml.safe_dump(scenario))
-        t0 = time.monotonic()
-        sim = start_in_subprocess(str(tmp / "scenario.yaml"), str(tmp / "state"), timeout=300)
-        sim_start = time.monotonic() - t0
+        sim, sim_start = start_cluster(tmp, scenario, timeout=300)
         try:
             base = [sys.executable, "-m", "tpdump", "cluster", "--config",
                     str(tmp / "state" / "tpdump.yaml"), "-q", "--node-timeout", "60",

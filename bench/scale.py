@@ -16,17 +16,13 @@ import math
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_of, report_of, run  # noqa: E402
-from tpdump.sim.cli import start_in_subprocess  # noqa: E402
+from bench.common import cpu_of, report_of, run, start_cluster  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 
@@ -44,10 +40,7 @@ def one_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                             "init": args.init, "rtt_ms": args.rtt_ms,
                             "log_lines": args.log_lines}],
                 "secrets": {"plant": True}}
-    (tmp / "scenario.yaml").write_text(yaml.safe_dump(scenario))
-    t0 = time.monotonic()
-    sim = start_in_subprocess(str(tmp / "scenario.yaml"), str(tmp / "state"), timeout=600)
-    sim_start = time.monotonic() - t0
+    sim, sim_start = start_cluster(tmp, scenario, timeout=600)
     try:
         base = [sys.executable, "-m", "tpdump", "cluster", "--config",
                 str(tmp / "state" / "tpdump.yaml"), "-q", "--node-timeout", "120",
