@@ -99,12 +99,7 @@ def _contents(seed: int = 7) -> list[tuple[str, bytes]]:
 
 
 async def _write(writer: ArchiveWriter, items: list[tuple[str, bytes]]) -> None:
-    writer.open()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(writer.run)
-        for path, data in items:
-            await writer.add(path, data, source="test")
-        await writer.finish_input()
+    await _write_unclosed(writer, items)
     writer.close()
 
 
