@@ -3,13 +3,10 @@ exactly what a separate read or command would; the simulator's emulation prints 
 bytes as dash; hostile output cannot forge an answer."""
 
 import os
-import shutil
 import socket
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
-
-import pytest
 
 from tpdump import batch
 from tpdump.batch import Ran, Want
@@ -104,7 +101,6 @@ def test_commands_kinds_and_statuses(tmp_path: Path) -> None:
     assert [got[w] for w in wants[5:]] == ["socket", "dir", "file", "link", None]
 
 
-@pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils timeout")
 def test_a_hanging_command_is_stopped_and_not_asked_again(tmp_path: Path) -> None:
     """Each command runs under `timeout`: a hanging one ends with a TPD202 answer (asking
     again would hang again) and the requests after it are still answered."""
