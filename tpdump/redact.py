@@ -12,8 +12,8 @@ import json
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, AnyStr
 
 import yaml
 
@@ -94,21 +94,7 @@ _NOT_JSON_LINE = re.compile(rb"(?m)^(?![ \t]*\{[^\n]*\}[ \t\r]*$)(?=[^\n]*\S)[^\
 
 def _hint_lines_bytes(raw: bytes) -> list[tuple[int, int]]:
     """_hint_lines for bytes (bytes.lower() only folds ASCII: offsets stay put)."""
-    low = raw.lower()
-    hits: list[int] = []
-    for word in _HINT_JSON:
-        i = low.find(word)
-        while i >= 0:
-            hits.append(i)
-            i = low.find(word, i + 1)
-    spans: list[tuple[int, int]] = []
-    for hit in sorted(hits):
-        if spans and hit < spans[-1][1]:
-            continue
-        start = raw.rfind(b"\n", 0, hit) + 1
-        end = raw.find(b"\n", hit)
-        spans.append((start, len(raw) if end < 0 else end))
-    return spans
+    return _spans(raw, _find_all(raw.lower(), _HINT_JSON), b"\n")
 
 
 def _hint_lines(value: str) -> list[tuple[int, int]]:
@@ -117,27 +103,33 @@ def _hint_lines(value: str) -> list[tuple[int, int]]:
     if len(low) != len(value):
         # Some characters lower-case to two (U+0130 "İ"): offsets in `low` would not be
         # offsets in `value`; the (slower) regex finds the words in place.
-        return _spans(value, [m.start() for m in _HINT_TEXT.finditer(value)])
+        return _spans(value, [m.start() for m in _HINT_TEXT.finditer(value)], "\n")
+    return _spans(value, _find_all(low, _HINT_WORDS), "\n")
+
+
+def _find_all(low: AnyStr, words: Iterable[AnyStr]) -> list[int]:
+    """Every offset of every word in `low`."""
     hits: list[int] = []
-    for word in _HINT_WORDS:
+    for word in words:
         i = low.find(word)
         while i >= 0:
             hits.append(i)
             i = low.find(word, i + 1)
-    return _spans(value, hits)
+    return hits
 
 
-def _spans(value: str, hits: list[int]) -> list[tuple[int, int]]:
-    if not hits:
-        return []
+def _spans(value: AnyStr, hits: list[int], nl: AnyStr) -> list[tuple[int, int]]:
+    """The lines (start, end) holding the hits, each once, in order."""
     spans: list[tuple[int, int]] = []
     for hit in sorted(hits):
         if spans and hit < spans[-1][1]:
             continue
-        start = value.rfind("\n", 0, hit) + 1
-        end = value.find("\n", hit)
+        start = value.rfind(nl, 0, hit) + 1
+        end = value.find(nl, hit)
         spans.append((start, len(value) if end < 0 else end))
     return spans
+
+
 # Command-line flags whose value is a secret (`--token=X` or `--token X`).
 SECRET_FLAGS = ("--token", "--auth-token", "--join-token", "--password", "--secret",
                 "--client-secret", "--api-key")
