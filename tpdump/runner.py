@@ -280,7 +280,7 @@ class Run(ABC):
             command=self.command, settings=self.settings.as_dict(),
             interrupted=self.interrupted, deadline_reached=deadline_reached, fatal=self.fatal,
             problems=self.problems, objects=self.objects, redactions=self.redactor.counts,
-            truncated_files=[e.path for e in self.archive.entries if e.truncated],
+            truncated_files=self.archive.truncated,
             archive_bytes=self.archive.bytes_written, tctl_calls=self.tctl_calls,
             kube=self.kube.as_dict() if self.kube is not None else None,
             obfuscation=self._obfuscation_facts(),
