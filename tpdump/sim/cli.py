@@ -28,6 +28,7 @@ from tpdump.sim.objects import Objects
 from tpdump.sim.scenario import Scenario, ScenarioError, load_scenario
 from tpdump.sim.ssh import SSHCluster
 from tpdump.sim.vfs import FSBuilder
+from tpdump.transport import _skip_disabled_asyncssh_logging
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SSH_LOGIN = "tpdump"
@@ -42,6 +43,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--state-dir", required=True,
                         help="directory for tpdump.yaml, tctl, keys, ready, ...")
     args = parser.parse_args(argv)
+    # asyncssh formats every packet's log arguments even when logging is off: the
+    # simulator's CPU is benchmark noise, so check the level first, as tpdump does.
+    _skip_disabled_asyncssh_logging()
     try:
         scenario = load_scenario(args.scenario)
     except ScenarioError as exc:
@@ -98,6 +102,7 @@ async def run(scenario: Scenario, state_dir: Path) -> None:
     ssh = SSHCluster(cluster, fsb, state_dir / "journals")
     # Built before write_state: its canaries (Secrets, pod logs) go into canaries.txt.
     kube = KubeServer(cluster) if scenario.kube.enabled else None
+    old_watcher = _use_pidfd_child_watcher(loop)
     try:
         await auth.start()
         await ssh.start()
@@ -126,6 +131,26 @@ async def run(scenario: Scenario, state_dir: Path) -> None:
         if kube is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(kube.close(), 2)
+        if old_watcher is not None:
+            asyncio.set_child_watcher(old_watcher)
+
+
+def _use_pidfd_child_watcher(
+        loop: asyncio.AbstractEventLoop) -> asyncio.AbstractChildWatcher | None:
+    """Python 3.11 waits for each child process (journalctl, journal-remote) in a thread
+    of its own; a pidfd in the event loop is cheaper (3.12 does that by itself). The
+    watcher it replaced (to put back), or None when it left things as they were."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return None
+    old = asyncio.get_child_watcher()
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(loop)
+    asyncio.set_child_watcher(watcher)
+    return old
 
 
 def tctl_wrapper(state_dir: Path, auth_addr: str, version: str) -> str:

@@ -4,10 +4,12 @@ its archive, follow links to secrets, choke on bytes or run out of memory.
 What it serves (docs/scenario.md, "Node faults"): a `--config ../../x` command line with
 junk arguments; `/x` a symlink (odd instances: to a teleport.yaml whose log file is a
 single 100 MiB line, generated piece by piece; even instances: to `/etc/shadow`);
-`/etc/shadow` readable and holding a canary password hash; systemd units named with `..`,
-absolute paths and NUL bytes whose files are links to the shadow file and to a private
-key; a data_dir with entries named `../../..`, with NUL bytes and invalid UTF-8, symlink
-loops and links to the secrets; invalid UTF-8 in /etc/hostname and /etc/os-release.
+`/etc/shadow` readable and holding a canary password hash and a canary in no format a
+redactor knows (a bare token line: only refusing the link keeps it out); systemd units
+named with `..`, absolute paths and NUL bytes whose files are links to the shadow file
+and to a private key; a data_dir with entries named `../../..`, with NUL bytes and
+invalid UTF-8, symlink loops and links to the secrets; invalid UTF-8 in /etc/hostname
+and /etc/os-release.
 """
 
 from __future__ import annotations
@@ -70,14 +72,17 @@ def huge_line(stamp: str) -> Stream:
 
 
 def secrets_of(canary: Callable[[str], str]) -> dict[str, str]:
-    """The hostile group's secrets (canaries): a password hash and a private key body."""
+    """The hostile group's secrets (canaries): a password hash, a private key body, a join
+    token and a secret in no recognisable format."""
     return {"shadow": canary("hostile_shadow"), "key": canary("hostile_key"),
-            "token": canary("hostile_token")}
+            "token": canary("hostile_token"), "plain": canary("hostile_plain")}
 
 
-def shadow_text(secrets: dict[str, str]) -> bytes:
+def shadow_text(secrets: dict[str, str], *, plain: bool = False) -> bytes:
+    """The shadow file; with `plain`, also a bare token line no redactor recognises."""
     return (f"root:$6$saltsalt${secrets['shadow']}:19700:0:99999:7:::\n"
-            "daemon:*:19700:0:99999:7:::\n").encode()
+            "daemon:*:19700:0:99999:7:::\n"
+            + (f"{secrets['plain']}\n" if plain and "plain" in secrets else "")).encode()
 
 
 def key_text(secrets: dict[str, str]) -> bytes:
@@ -130,7 +135,7 @@ def files(n: int, secrets: dict[str, str], stamp: str,
     files. Odd instances run a config with a 100 MiB log line; even ones a config that is
     a link to the shadow file."""
     out: dict[str, tuple[bytes | Stream | str, int]] = {
-        SHADOW: (shadow_text(secrets), 0o640),
+        SHADOW: (shadow_text(secrets, plain=True), 0o640),
         PRIVATE_KEY: (key_text(secrets), 0o600),
         REAL_CONFIG: (config_text(secrets), 0o600),
         CONFIG_LINK: (REAL_CONFIG if n % 2 else SHADOW, 0o777),

@@ -17,10 +17,12 @@ import os
 import re
 import shutil
 import struct
+import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from tpdump.sim.cluster import SimCluster, SimNode
-from tpdump.sim.logs import LogLine, log_lines
+from tpdump.sim.logs import log_rows
 from tpdump.sim.systemctl import boot_time, process_start
 
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
@@ -124,9 +126,9 @@ class JournalStore:
         boot_id = _hex("boot", self.cluster.scenario.seed, node.uuid)
         invocation = _hex("invocation", node.uuid)
         boot_us = int(boot_time(node, self.cluster) * 1_000_000)
-        lines: list[LogLine] = log_lines(node, end, self.cluster.scenario.seed,
-                                         self.cluster.scenario.cluster_name,
-                                         self.cluster.proxy_addr[0])
+        tss, levels, raws = log_rows(node, end, self.cluster.scenario.seed,
+                                     self.cluster.scenario.cluster_name,
+                                     self.cluster.proxy_addr[0])
         syslog = node.config.log_output == "syslog"
         common = [("_BOOT_ID", boot_id), ("_MACHINE_ID", _hex("machine", node.uuid)),
                   ("_HOSTNAME", node.hostname)]
@@ -142,8 +144,8 @@ class JournalStore:
                             for k, v in fields)
 
         started = process_start(node, self.cluster)
-        if lines:
-            started = min(started, lines[0].ts - 1.0)
+        if tss:
+            started = min(started, tss[0] - 1.0)
         out += stamps(started) + block([
             *common, ("_TRANSPORT", "journal"), ("PRIORITY", "6"), ("SYSLOG_FACILITY", "3"),
             ("SYSLOG_IDENTIFIER", "systemd"), ("_PID", "1"), ("_UID", "0"), ("_GID", "0"),
@@ -164,12 +166,19 @@ class JournalStore:
             *([] if syslog else [("_STREAM_ID", _hex("stream", node.uuid))])])
         prio = {level: b"PRIORITY=%d\n" % (p if syslog else 6)
                 for level, p in SYSLOG_PRIORITY.items()}
-        for line in lines:
-            out += stamps(line.ts + 0.0003)
-            out += const
-            out += prio.get(line.level, b"PRIORITY=6\n")
-            out += _field("MESSAGE", line.raw.rstrip(b"\n"))
-            out += b"\n"
+        control = _CONTROL.search
+        mids = {level: const + p for level, p in prio.items()}
+        default_mid = const + b"PRIORITY=6\n"
+        for ts, level, raw in zip(tss, levels, raws, strict=True):
+            # stamps() and _field() inline: this runs for every line of every journal
+            usec = int((ts + 0.0003) * 1_000_000)
+            msg = raw.rstrip(b"\n")
+            if control(msg) is None and msg.isascii():
+                field = b"MESSAGE=" + msg + b"\n"
+            else:
+                field = _field("MESSAGE", msg)
+            out += b"__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n%b%b\n" % (
+                usec, max(1, usec - boot_us), mids.get(level, default_mid), field)
         return bytes(out)
 
     @staticmethod
@@ -191,14 +200,24 @@ class JournalStore:
                 self.built.move_to_end(idx)
                 return self.built[idx]
             end = self.ends.setdefault(idx, now)
-            # tens of ms of pure Python for long logs: off the event loop
-            data = await asyncio.to_thread(self.entries, node, end)
-            target = self._fresh_target(node)
-            async with self._builds:
-                await self._run_remote(data, target)
+            # tens of ms of pure Python for long logs: off the event loop, and into a file
+            # that journal-remote reads as its stdin (a pipe costs the event loop a
+            # write and a copy of the rest per 64 KiB)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.dir) as export:
+                await asyncio.to_thread(self._write_entries, export, node, end)
+                target = self._fresh_target(node)
+                async with self._builds:
+                    await self._run_remote(export, target)
             self.built[idx] = target
             self._evict()
             return target
+
+    def _write_entries(self, f: BinaryIO, node: SimNode, end: float) -> None:
+        """The node's entries into `f`, left at its start."""
+        f.write(self.entries(node, end))
+        f.flush()
+        f.seek(0)
 
     def _fresh_target(self, node: SimNode) -> Path:
         """Where the node's journal goes (journal-remote appends to an existing file)."""
@@ -207,15 +226,15 @@ class JournalStore:
         target.unlink(missing_ok=True)
         return target
 
-    async def _run_remote(self, data: bytes, target: Path) -> None:
+    async def _run_remote(self, export: BinaryIO, target: Path) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
-                self.tool, f"--output={target}", "-", stdin=asyncio.subprocess.PIPE,
+                self.tool, f"--output={target}", "-", stdin=export,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         except OSError as exc:
             raise JournalError(f"cannot run {self.tool}: {exc.strerror}") from exc
         try:
-            _, err = await asyncio.wait_for(proc.communicate(data), BUILD_TIMEOUT_S)
+            _, err = await asyncio.wait_for(proc.communicate(), BUILD_TIMEOUT_S)
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -254,15 +273,21 @@ class JournalStore:
                 env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TZ": "UTC",
                        "LC_ALL": "C.UTF-8", "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": "cat",
                        "PAGER": "cat"}
-                proc = await asyncio.create_subprocess_exec(
-                    "journalctl", f"--file={path}", *args, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-                try:
-                    out, err = await asyncio.wait_for(proc.communicate(), READ_TIMEOUT_S)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-                    return b"", b"journalctl: timed out (tpdump sim)\n", 1
+                # stdout into an unnamed file read once at the end: a pipe is read 64 KiB
+                # at a time, each read a fresh 256 KiB buffer (asyncio's max_size)
+                with tempfile.TemporaryFile(dir=self.dir) as stdout:
+                    proc = await asyncio.create_subprocess_exec(
+                        "journalctl", f"--file={path}", *args,
+                        stdin=asyncio.subprocess.DEVNULL, stdout=stdout,
+                        stderr=asyncio.subprocess.PIPE, env=env)
+                    try:
+                        _, err = await asyncio.wait_for(proc.communicate(), READ_TIMEOUT_S)
+                    except TimeoutError:
+                        proc.kill()
+                        await proc.wait()
+                        return b"", b"journalctl: timed out (tpdump sim)\n", 1
+                    stdout.seek(0)
+                    out = stdout.read()
                 return out, err, proc.returncode or 0
         finally:
             self.in_use[idx] -= 1

@@ -103,21 +103,25 @@ def _go_quote(value: str) -> str:
     return "".join(out)
 
 
-def text_line(ts: float, level: str, component: str, message: str, attrs: Attrs,
-              caller: str) -> str:
-    """A line of Teleport's slog text handler (no newline)."""
+def _text_rest(level: str, component: str, message: str, attrs: Attrs, caller: str) -> str:
+    """What follows the timestamp in a text line (no newline)."""
     fields = " ".join(f"{k}:{_go_quote(v) if _QUOTE_RE.search(v) or not v else v}"
                       for k, v in attrs)
     comp = ("[" + component.upper() + "]").ljust(12)
     body = f"{message} {fields}" if fields else message
-    return f"{stamp_ms(ts)} {level.upper()} {comp}{body} {caller}"
+    return f" {level.upper()} {comp}{body} {caller}"
 
 
-def json_line(ts: float, level: str, component: str, message: str, attrs: Attrs,
+def text_line(ts: float, level: str, component: str, message: str, attrs: Attrs,
               caller: str) -> str:
-    """A line of Teleport's slog JSON handler (no newline)."""
-    doc: dict[str, str] = {
-        "timestamp": dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    """A line of Teleport's slog text handler (no newline)."""
+    return stamp_ms(ts) + _text_rest(level, component, message, attrs, caller)
+
+
+def _json_rest(level: str, component: str, message: str, attrs: Attrs, caller: str) -> str:
+    """A JSON line without its leading `{"timestamp":"<stamp>",` (no newline)."""
+    doc: dict[str, str | None] = {
+        "timestamp": None,
         "level": "warning" if level == "warn" else level,
         "caller": caller,
         "message": message,
@@ -125,10 +129,20 @@ def json_line(ts: float, level: str, component: str, message: str, attrs: Attrs,
     }
     for k, v in attrs:
         doc.setdefault(k, v)
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    del doc["timestamp"]
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))[1:]
+
+
+def json_line(ts: float, level: str, component: str, message: str, attrs: Attrs,
+              caller: str) -> str:
+    """A line of Teleport's slog JSON handler (no newline)."""
+    return '{"timestamp":"' + stamp_s(ts) + '",' + _json_rest(level, component, message,
+                                                              attrs, caller)
 
 
 _DAYS: dict[int, str] = {}
+_SEC2 = [f"{i:02d}" for i in range(60)]
+_MS3 = [f"{i:03d}" for i in range(1000)]
 
 
 def stamp_ms(ts: float) -> str:
@@ -145,6 +159,24 @@ def stamp_ms(ts: float) -> str:
     return f"{date}{hour:02d}:{minute:02d}:{second:02d}.{ms:03d}Z"
 
 
+def stamp_s(ts: float) -> str:
+    """`2026-11-26T21:00:00Z` exactly as `datetime.fromtimestamp(ts, UTC).strftime(
+    "%Y-%m-%dT%H:%M:%SZ")` prints it (microseconds rounded half to even first)."""
+    if ts < 0:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sec = int(ts)
+    if round((ts - sec) * 1e6) >= 1_000_000:
+        sec += 1
+    day, rem = divmod(sec, 86400)
+    date = _DAYS.get(day)
+    if date is None:
+        date = _DAYS[day] = dt.datetime.fromtimestamp(day * 86400, dt.UTC).strftime(
+            "%Y-%m-%dT")
+    hour, rem = divmod(rem, 3600)
+    minute, second = divmod(rem, 60)
+    return f"{date}{hour:02d}:{minute:02d}:{second:02d}Z"
+
+
 def secret_positions(n: int) -> dict[int, str]:
     """Line numbers of the planted secret lines in a log of `n` lines."""
     out: dict[int, str] = {}
@@ -156,39 +188,134 @@ def secret_positions(n: int) -> dict[int, str]:
     return out
 
 
-def log_lines(node: SimNode, end: float, seed: int, cluster_name: str,
-              proxy_ip: str = "") -> list[LogLine]:
-    """The node's Teleport log, the newest line just before `end` (node clock, offset added
-    here), one line every ~7.3 s. Deterministic for a given (seed, node, end)."""
+class _Template:
+    """A message rendered for one node: everything after the timestamp, or (for messages
+    that carry a per-line session id) what is needed to render it per line."""
+
+    __slots__ = ("level", "parts", "rest")
+
+    def __init__(self, level: str, rest: str | None,
+                 parts: tuple[str, str, str, Attrs, str, dict[str, str]] | None) -> None:
+        self.level = level
+        self.rest = rest  # None: depends on the session id
+        self.parts = parts
+
+    def render(self, sid: str, json_fmt: bool) -> str:
+        if self.rest is not None:
+            return self.rest
+        assert self.parts is not None
+        level, comp, msg, attrs, caller, values = self.parts
+        fill = dict(values, sid=sid)
+        real = tuple((k, v.format_map(fill)) for k, v in attrs)
+        return (_json_rest if json_fmt else _text_rest)(level, comp, msg, real, caller) + "\n"
+
+
+def _template(msg: tuple[str, str, str, Attrs, str], values: dict[str, str],
+              json_fmt: bool) -> _Template:
+    level, comp, text, attrs, caller = msg
+    if any("{sid}" in v for _, v in attrs):
+        return _Template(level, None, (level, comp, text, attrs, caller, values))
+    real = tuple((k, v.format_map(values)) for k, v in attrs)
+    rest = (_json_rest if json_fmt else _text_rest)(level, comp, text, real, caller)
+    return _Template(level, rest + "\n", None)
+
+
+def _generate(node: SimNode, end: float, seed: int, cluster_name: str,
+              proxy_ip: str, text_only: bool = False
+              ) -> tuple[list[float], list[str], list[str]]:
+    """Timestamps, levels and text (newline included) of the node's log lines (only the
+    text, the other two lists left empty, when `text_only`).
+
+    Every message is rendered once per node; a line is its timestamp and that text. The
+    random draws are the same, in the same order, as rendering each line in full."""
     g = node.inst.group
     n = g.log_lines
     rnd = random.Random(f"{seed}:{node.uuid}:log")
     end += g.clock_offset_s
     json_fmt = node.config.log_format == "json"
-    garbage = g.fault == "garbage"
     values = {"pid": str(node.pid), "version": node.inst.version, "cluster": cluster_name,
               "addr": node.heartbeat_addr or "tunnel", "data_dir": node.config.data_dir,
               "proxy": f"{cluster_name}:3080", "proxy_ip": proxy_ip or "127.0.0.1"}
-    secret_at = secret_positions(n) if node.canaries else {}
-    normal = _MESSAGES + (_TUNNEL_MESSAGES if g.tunnel else [])
-    out: list[LogLine] = []
+    secret_at = {i: _template(_SECRETS[kind], dict(values, canary=node.canaries[kind]),
+                              json_fmt)
+                 for i, kind in (secret_positions(n) if node.canaries else {}).items()
+                 if kind in node.canaries}
+    normal = [_template(m, values, json_fmt)
+              for m in _MESSAGES + (_TUNNEL_MESSAGES if g.tunnel else [])]
+    errors = [_template(m, values, json_fmt) for m in _ERRORS]
+    error_rate = g.log_error_rate
+    random_, choice, getrandbits = rnd.random, rnd.choice, rnd.getrandbits
+    tss: list[float] = []
+    levels: list[str] = []
+    texts: list[str] = []
+    last_minute, prefix = -1, ""
     for i in range(n):
-        ts = end - (n - i) * LINE_INTERVAL_S + rnd.random()
-        kind = secret_at.get(i)
-        if kind is not None and kind in node.canaries:
-            level, comp, msg, attrs, caller = _SECRETS[kind]
-            fill = dict(values, canary=node.canaries[kind])
+        ts = end - (n - i) * LINE_INTERVAL_S + random_()
+        tpl = secret_at.get(i)
+        if tpl is not None:
+            rest = tpl.rest
         else:
-            pick = _ERRORS if rnd.random() < g.log_error_rate else normal
-            level, comp, msg, attrs, caller = rnd.choice(pick)
-            fill = dict(values, sid=f"{rnd.getrandbits(64):016x}")
-        real_attrs = tuple((k, v.format(**fill)) for k, v in attrs)
-        make = json_line if json_fmt else text_line
-        raw = make(ts, level, comp, msg, real_attrs, caller).encode() + b"\n"
-        if garbage and i % 97 == 5:
-            raw = raw[:20] + b"\xff\xfe\x00\xc3" + raw[20:]
-        out.append(LogLine(ts, level, raw))
-    if garbage and out:
-        last = out[-1]
-        out[-1] = LogLine(last.ts, last.level, last.raw[: len(last.raw) // 2])
-    return out
+            tpl = choice(errors if random_() < error_rate else normal)
+            bits = getrandbits(64)
+            rest = tpl.rest
+            if rest is None:
+                rest = tpl.render(f"{bits:016x}", json_fmt)
+        assert rest is not None
+        if not text_only:
+            tss.append(ts)
+            levels.append(tpl.level)
+        # stamp_ms / stamp_s inline: the date and hh:mm are kept while the minute lasts
+        if ts < 0:
+            texts.append(('{"timestamp":"' + stamp_s(ts) + '",' if json_fmt
+                          else stamp_ms(ts)) + rest)
+            continue
+        sec = int(ts)
+        us = round((ts - sec) * 1_000_000)
+        if json_fmt:
+            if us >= 1_000_000:
+                sec += 1
+            minute = sec // 60
+            if minute != last_minute:
+                last_minute, prefix = minute, stamp_ms(minute * 60)[:-7]
+            texts.append(f'{{"timestamp":"{prefix}{_SEC2[sec - minute * 60]}Z",{rest}')
+        else:
+            minute = sec // 60
+            if minute != last_minute:
+                last_minute, prefix = minute, stamp_ms(minute * 60)[:-7]
+            ms = us // 1000
+            if ms > 999:
+                ms = 999
+            texts.append(f"{prefix}{_SEC2[sec - minute * 60]}.{_MS3[ms]}Z{rest}")
+    return tss, levels, texts
+
+
+def _garble(i: int, raw: bytes) -> bytes:
+    return raw[:20] + b"\xff\xfe\x00\xc3" + raw[20:] if i % 97 == 5 else raw
+
+
+def log_rows(node: SimNode, end: float, seed: int, cluster_name: str,
+             proxy_ip: str = "") -> tuple[list[float], list[str], list[bytes]]:
+    """`log_lines` as three lists (timestamps, levels, raw lines): no object per line."""
+    tss, levels, texts = _generate(node, end, seed, cluster_name, proxy_ip)
+    if node.inst.group.fault != "garbage":
+        return tss, levels, [text.encode() for text in texts]
+    raws = [_garble(i, text.encode()) for i, text in enumerate(texts)]
+    if raws:
+        raws[-1] = raws[-1][: len(raws[-1]) // 2]
+    return tss, levels, raws
+
+
+def log_lines(node: SimNode, end: float, seed: int, cluster_name: str,
+              proxy_ip: str = "") -> list[LogLine]:
+    """The node's Teleport log, the newest line just before `end` (node clock, offset added
+    here), one line every ~7.3 s. Deterministic for a given (seed, node, end)."""
+    tss, levels, raws = log_rows(node, end, seed, cluster_name, proxy_ip)
+    return [LogLine(ts, level, raw) for ts, level, raw in zip(tss, levels, raws, strict=True)]
+
+
+def log_bytes(node: SimNode, end: float, seed: int, cluster_name: str,
+              proxy_ip: str = "") -> bytes:
+    """The log file: the raw lines of `log_lines` joined (without making a LogLine each)."""
+    if node.inst.group.fault == "garbage":
+        return b"".join(log_rows(node, end, seed, cluster_name, proxy_ip)[2])
+    return "".join(_generate(node, end, seed, cluster_name, proxy_ip, True)[2]).encode()

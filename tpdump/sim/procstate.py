@@ -104,14 +104,20 @@ class ProcessStateBuilder:
         con = sqlite3.connect(":memory:")
         try:
             con.executescript(SCHEMA)
+            # one SSH host certificate per node: every identity of a process holds the same
+            ssh_cert = self.cluster.keys.host_cert(
+                [node.uuid, node.hostname, f"{node.uuid}.{scen.cluster_name}"],
+                node.uuid).export_certificate()
+            state = self._state(node)
             rows: list[tuple[str, bytes]] = []
             for n, role in enumerate(roles_of(node)):
                 canary = node.canaries.get("proc_key", "") if n == 0 else ""
-                rows.append((f"/ids/{role}/current", self._identity(node, role, canary)))
-                rows.append((f"/states/{role}/state", self._state(node)))
+                rows.append((f"/ids/{role}/current",
+                             self._identity(node, role, canary, ssh_cert)))
+                rows.append((f"/states/{role}/state", state))
                 if scen.auth.ca_rotation != "standby":
                     rows.append((f"/ids/{role}/replacement",
-                                 self._identity(node, role, "", replacement=True)))
+                                 self._identity(node, role, "", ssh_cert, replacement=True)))
             rows.append(("/teleport/last-known-version", node.inst.version.encode()))
             for i, (key, value) in enumerate(sorted(rows)):
                 ts = when + i * 0.013
@@ -127,14 +133,11 @@ class ProcessStateBuilder:
         finally:
             con.close()
 
-    def _identity(self, node: SimNode, role: str, canary: str,
+    def _identity(self, node: SimNode, role: str, canary: str, ssh_cert: bytes,
                   replacement: bool = False) -> bytes:
         keys = self.cluster.keys
         tag = f"{self.cluster.scenario.seed}:{node.uuid}:{role}:{replacement}"
         key_pem = private_key_pem(tag, canary)
-        ssh_cert = keys.host_cert([node.uuid, node.hostname,
-                                   f"{node.uuid}.{self.cluster.scenario.cluster_name}"],
-                                  node.uuid).export_certificate()
         host_ca = keys.tls.get("host")
         doc: dict[str, Any] = {
             "kind": "identity", "version": "v2",

@@ -10,6 +10,7 @@ fails as the shell (`sh: 1: X: not found`) or the wrapper would say, exit 127.
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -59,6 +60,18 @@ def fast_sh_c(command: str) -> str | None:
     return script if shlex.quote(script) == command[len("/bin/sh -c "):] else None
 
 
+# What makes shlex.split differ from splitting at spaces: quotes, backslashes and any
+# whitespace but the space itself.
+_NEEDS_SHLEX = re.compile(r"['\"\\]|[^\S ]")
+
+
+def split_words(line: str) -> list[str]:
+    """shlex.split(line); words without quotes, escapes or tabs are split without shlex."""
+    if _NEEDS_SHLEX.search(line) is None:
+        return [w for w in line.split(" ") if w]
+    return shlex.split(line)
+
+
 def run_command(command: str, fs: NodeFS, node: SimNode, now: float,
                 cluster: SimCluster | None = None) -> ExecResult | JournalRequest:
     """Run one exec request `command` (as the login shell would be given it)."""
@@ -66,9 +79,15 @@ def run_command(command: str, fs: NodeFS, node: SimNode, now: float,
     if fast is not None and is_probe(fast):
         return ExecResult(stdout=run_probe(fast, fs, node, now))
     try:
-        argv = shlex.split(command)
+        argv = split_words(command)
     except ValueError:
         return ExecResult(stderr=b"sh: 1: Syntax error: Unterminated quoted string\n", code=2)
+    return run_argv(argv, fs, node, now, cluster)
+
+
+def run_argv(argv: list[str], fs: NodeFS, node: SimNode, now: float,
+             cluster: SimCluster | None = None) -> ExecResult | JournalRequest:
+    """Run a command given as words (what `run_command` runs once it has split them)."""
     if not argv:
         return ExecResult()
     if argv[0] in SHELLS and len(argv) >= 3 and argv[1] == "-c":
@@ -251,6 +270,8 @@ def parse_probe_header(script: str) -> tuple[str, str, int]:
         if eq and name in values:
             if rest.replace("_", "").replace("-", "").replace("/", "").replace(".", "").isalnum():
                 values[name] = rest
+            elif rest[:1] == "'" and rest.find("'", 1) == len(rest) - 1:
+                values[name] = rest[1:-1]  # one single-quoted word (shlex.quote's form)
             else:
                 words = shlex.split(rest) if rest.strip() else []
                 values[name] = words[0] if words else ""
@@ -389,7 +410,7 @@ def _find_cmd(args: list[str], fs: NodeFS) -> ExecResult:
         attrs = ent.attrs()
         line = (fmt.replace("%y", types.get(ent.kind, "f")).replace("%s", str(attrs.size))
                 .replace("%T@", f"{ent.mtime:.10f}").replace("%p", shown)
-                .replace("\\n", "\n"))
+                .replace("\\n", "\n").replace("\\0", "\0"))
         out.append(line)
         if ent.kind == "dir" and depth < maxdepth:
             for child in ent.children:
@@ -428,14 +449,14 @@ def parse_batch(script: str) -> tuple[str, list[BatchStep]]:
         if line.startswith("B="):
             boundary = line[2:].strip()
             continue
-        if line[:2] not in ("r ", "f ", "t ", "k "):
+        if line[:2] not in ("r ", "f ", "t ", "k ", "p "):
             continue
         try:
-            words = shlex.split(line)
+            words = split_words(line)
         except ValueError:
             continue
-        if words[0] == "k" and len(words) == 3:
-            steps.append(BatchStep("k", words[1], 0, (words[2],)))
+        if words[0] in ("k", "p") and len(words) == 3:
+            steps.append(BatchStep(words[0], words[1], 0, (words[2],)))
         elif len(words) >= 4:
             try:
                 steps.append(BatchStep(words[0], words[1], int(words[2]), tuple(words[3:])))
@@ -448,11 +469,13 @@ def batch_step(step: BatchStep, fs: NodeFS, node: SimNode, now: float,
                cluster: SimCluster | None) -> ExecResult | JournalRequest:
     """One request of a batch: its output (within the cap the script gives head/tail)
     and status; `journalctl` is left to the caller (answered by the real journalctl)."""
-    if step.op == "r":
-        return run_command(shlex.join(step.args), fs, node, now, cluster)
+    if step.op == "r":  # as run_command(shlex.join(step.args)): the words are the args
+        return run_argv(list(step.args), fs, node, now, cluster)
     if step.op in ("f", "t"):
         out, code = batch_file(step, fs)
         return ExecResult(stdout=out, code=code)
+    if step.op == "p":
+        return ExecResult(stdout=batch_real(step, fs))
     return ExecResult(stdout=batch_kind(step, fs))
 
 
@@ -486,6 +509,15 @@ def batch_file(step: BatchStep, fs: NodeFS) -> tuple[bytes, int]:
         return ent.read_at(0, step.cap), 0
     start = max(0, size - step.cap)
     return ent.read_at(start, size - start), 0
+
+
+def batch_real(step: BatchStep, fs: NodeFS) -> bytes:
+    """What `p` prints: `[ -e PATH ] && readlink -f -- PATH` (the resolved path)."""
+    try:
+        resolved, _ = fs.lookup(step.args[0])
+    except FSError:
+        return b""
+    return resolved.encode("utf-8", "surrogateescape") + b"\n"
 
 
 def batch_kind(step: BatchStep, fs: NodeFS) -> bytes:

@@ -506,6 +506,9 @@ class SSHCluster:
                                         else self._user_ca_keys),
                 process_factory=process, sftp_factory=sftp_factory, allow_scp=False,
                 agent_forwarding=False, encoding=None, encryption_algs=CIPHERS,
+                # no encoding: asyncssh would never make a line editor, only wrap every
+                # session's channel in a pass-through one
+                line_editor=False,
                 gss_host=None)  # else asyncssh resolves this host's FQDN for every node
             self._options[idx] = opts
         return opts

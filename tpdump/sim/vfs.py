@@ -32,7 +32,7 @@ from tpdump.sim.cluster import (
     SimNode,
 )
 from tpdump.sim.hostile import Stream
-from tpdump.sim.logs import log_lines
+from tpdump.sim.logs import log_bytes
 from tpdump.sim.procstate import ProcessStateBuilder
 from tpdump.sim.tctl import version_line
 
@@ -43,6 +43,7 @@ FS_CACHE = 2048
 LOG_CACHE = 256
 DB_CACHE = 256
 MAX_LINK_DEPTH = 40
+EXISTS_CACHE = 48  # exists() answers kept per node file system
 DEBUG_SOCKET_SINCE = 16  # Teleport major that added the debug service socket (approximate)
 TOOLS_ALL = ("ss", "df", "nice", "ionice", "find")
 TOOLS_SYSTEMD = ("journalctl", "systemctl")
@@ -95,6 +96,7 @@ _LIMITS = [
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
+@functools.lru_cache(maxsize=64)  # the same bytes for every node
 def proc_limits(soft: str, hard: str) -> bytes:
     """The content of /proc/<pid>/limits for a process with this open-files limit."""
     return "".join(
@@ -103,17 +105,20 @@ def proc_limits(soft: str, hard: str) -> bytes:
     ).encode()
 
 
+@functools.lru_cache(maxsize=64)  # the same bytes for every node
 def meminfo() -> bytes:
     """/proc/meminfo in the kernel's layout (`%-16s%8lu kB`)."""
     return "".join(f"{name + ':':<16}{value:>8} kB\n" for name, value in MEMINFO).encode()
 
 
+@functools.lru_cache(maxsize=64)  # the same bytes for every node
 def tool_stub(name: str) -> bytes:
     """Stand-in for a system binary: present for `command -v`, answered by the simulator."""
     return (f"#!/bin/sh\n# {name}: a tpdump simulator stand-in; the simulator answers "
             f"`{name}` itself.\nexit 0\n").encode()
 
 
+@functools.lru_cache(maxsize=64)  # the same bytes for every node
 def teleport_script(version: str) -> bytes:
     """The simulated `/usr/local/bin/teleport`: answers `version` like the real binary."""
     line = version_line(version).rstrip("\n")
@@ -137,6 +142,11 @@ def parse_teleport_script(data: bytes) -> str | None:
             return line[len("version) echo '"):].split("' ;;")[0] + "\n"
     return None
 
+
+_S_IFMT = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "link": statmod.S_IFLNK,
+           "sock": statmod.S_IFSOCK}
+_SFTP_TYPE = {"file": asyncssh.FILEXFER_TYPE_REGULAR, "dir": asyncssh.FILEXFER_TYPE_DIRECTORY,
+              "link": asyncssh.FILEXFER_TYPE_SYMLINK, "sock": asyncssh.FILEXFER_TYPE_SOCKET}
 
 _GENERATED: OrderedDict[int, tuple[Entry, bytes]] = OrderedDict()
 _GENERATED_KEEP = 512
@@ -182,16 +192,12 @@ class Entry:
         return self.content()[offset:offset + size]
 
     def attrs(self) -> asyncssh.SFTPAttrs:
-        ftype = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "link": statmod.S_IFLNK,
-                 "sock": statmod.S_IFSOCK}
         size = len(self.target) if self.kind == "link" else (
             self.size() if self.kind == "file" else 4096 if self.kind == "dir" else 0)
         return asyncssh.SFTPAttrs(
-            type={"file": asyncssh.FILEXFER_TYPE_REGULAR, "dir": asyncssh.FILEXFER_TYPE_DIRECTORY,
-                  "link": asyncssh.FILEXFER_TYPE_SYMLINK,
-                  "sock": asyncssh.FILEXFER_TYPE_SOCKET}[self.kind],
+            type=_SFTP_TYPE[self.kind],
             size=size, uid=0, gid=0, owner="root", group="root",
-            permissions=ftype[self.kind] | self.mode, atime=int(self.mtime),
+            permissions=_S_IFMT[self.kind] | self.mode, atime=int(self.mtime),
             mtime=int(self.mtime), nlink=2 if self.kind == "dir" else 1,
         )
 
@@ -208,6 +214,9 @@ class NodeFS:
 
     def __init__(self, entries: dict[str, Entry]) -> None:
         self.entries = entries
+        # exists() answers by path (the tree never changes): PATH lookups ask the same
+        # few paths on every exec. Bounded: cleared when full.
+        self._exists: dict[str, Entry | None] = {}
 
     def lookup(self, path: str, follow: bool = True, depth: int = 0) -> tuple[str, Entry]:
         """(resolved path, entry), resolving `.`, `..` and symlinks component by component
@@ -247,10 +256,16 @@ class NodeFS:
         return ent.content()
 
     def exists(self, path: str) -> Entry | None:
+        if path in self._exists:
+            return self._exists[path]
         try:
-            return self.lookup(path)[1]
+            ent: Entry | None = self.lookup(path)[1]
         except FSError:
-            return None
+            ent = None
+        if len(self._exists) >= EXISTS_CACHE:
+            self._exists.clear()
+        self._exists[path] = ent
+        return ent
 
 
 class FSBuilder:
@@ -431,8 +446,8 @@ class FSBuilder:
     def _log(self, index: int) -> bytes:
         node = self.cluster.nodes[index]
         scen = self.cluster.scenario
-        return b"".join(line.raw for line in log_lines(
-            node, self.cluster.started, scen.seed, scen.cluster_name, self.cluster.proxy_addr[0]))
+        return log_bytes(node, self.cluster.started, scen.seed, scen.cluster_name,
+                         self.cluster.proxy_addr[0])
 
     def _db(self, index: int) -> bytes:
         return self.procstate.build(self.cluster.nodes[index])
