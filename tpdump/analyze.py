@@ -76,7 +76,7 @@ class DumpView:
     """A read-only view of a dump's files, with parsing helpers (cached)."""
 
     def __init__(self, files: Mapping[str, bytes], now: float | None = None) -> None:
-        self.files = MappingProxyType(dict(files))
+        self.files = MappingProxyType(files if isinstance(files, dict) else dict(files))
         self._lines: dict[str, list[str]] = {}
         self._quoted: dict[str, dict[str, int]] = {}
         self.now = now if now is not None else self._dump_time()
@@ -432,10 +432,10 @@ def error_bursts(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
         base = p.removesuffix(DIGEST)
         if _is_log(base):
             logs["/".join(base.split("/")[:2])].append(p)
-    docs = dict(v.nodes())
+    names = {d: _name(doc) for d, doc in v.nodes() if doc} if logs else {}
     out = []
     for d in sorted(logs):
-        name = _name(docs.get(d) or {"uuid": d.split("/")[-1]})
+        name = names.get(d) or d.split("/")[-1]
         for path in sorted(logs[d]):
             s = v.json(path) if path.endswith(DIGEST) else log_digest(v.files[path])
             if not isinstance(s, dict):  # a damaged digest: nothing to say about it
@@ -581,8 +581,9 @@ def _connector_roles(doc: Any) -> set[str]:
 
 def unreachable(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
     failed: dict[str, list[tuple[str, str, Evidence]]] = defaultdict(list)
-    docs = list(v.nodes())
-    for d, doc in docs:
+    total = 0
+    for d, doc in v.nodes():  # one node.json parsed at a time: ten thousand are not held
+        total += 1
         if doc.get("status") == "failed" and doc.get("code"):
             code = str(doc["code"])
             path = f"{d}/error.txt" if f"{d}/error.txt" in v.files else f"{d}/node.json"
@@ -590,7 +591,7 @@ def unreachable(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
             failed[code].append((_name(doc), str(doc.get("reason") or ""), ev))
     out = []
     for code, items in sorted(failed.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        share = len(items) / max(1, len(docs))
+        share = len(items) / max(1, total)
         sev = "critical" if share >= t["unreachable_critical_share"] else "warning"
         out.append(Finding(f"unreachable_{code}", sev,
                            f"{len(items)} agents could not be collected: {code} "
