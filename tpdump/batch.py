@@ -20,6 +20,7 @@ MARK = "# tpdump-batch v1"
 #   f NAME CAP PATH    the file's first CAP bytes
 #   t NAME CAP PATH    the file's last CAP bytes
 #   k NAME PATH        what PATH is: link, socket, dir, file, other or nothing
+#   p NAME PATH        where PATH really is (`readlink -f`), nothing when it does not exist
 # Every request prints "--$B NAME", its output, then "--$B rc NAME STATUS".
 _FUNCTIONS = r"""sec() { printf '\n--%s %s\n' "$B" "$1"; }
 command -v renice >/dev/null 2>&1 && renice -n 10 -p $$ >/dev/null 2>&1
@@ -40,13 +41,15 @@ k() {
   elif [ -e "$2" ]; then echo other; fi
   sec "rc $1 0"
 }
+p() { sec "$1"; [ -e "$2" ] && readlink -f -- "$2" 2>/dev/null; sec "rc $1 0"; }
 """
 
 
 @dataclass(frozen=True)
 class Want:
     """One request: `run` a command (args = argv), read a file's `head` or `tail`
-    (args = (path,)), or the `kind` of a path; cap in bytes."""
+    (args = (path,)), the `kind` of a path or its `real` path (every symbolic link
+    resolved); cap in bytes."""
 
     op: str
     args: tuple[str, ...]
@@ -76,8 +79,9 @@ def script(boundary: str, wants: list[Want], timeout_s: float) -> str:
         elif want.op in ("head", "tail"):
             lines.append(shlex.join(["f" if want.op == "head" else "t", str(i),
                                      str(want.cap + 1), want.args[0]]))
-        elif want.op == "kind":
-            lines.append(shlex.join(["k", str(i), want.args[0]]))
+        elif want.op in ("kind", "real"):
+            lines.append(shlex.join(["k" if want.op == "kind" else "p", str(i),
+                                     want.args[0]]))
         else:
             raise ValueError(f"unknown batch request {want.op!r}")
     lines.append('sec end')
@@ -119,6 +123,9 @@ def _answer(want: Want, data: bytes, status: int) -> object:
     if want.op == "kind":
         kind = data.strip().decode("ascii", "replace")
         return kind or None
+    if want.op == "real":  # the path and a newline; nothing: missing, or no readlink
+        real = data[:-1] if data.endswith(b"\n") else b""
+        return real.decode("utf-8", "surrogateescape") if real.startswith(b"/") else None
     cut = len(data) > want.cap
     if want.op == "run":
         if cut:

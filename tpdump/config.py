@@ -242,21 +242,41 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb"
           "tib": 2**40, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 
+# Upper bounds of the numeric settings: far above any sensible value, low enough that a
+# typo (`concurrency: 100000000000000000000`) is an error, not a run that tries it.
+MAX_BYTES = 2**40  # 1 TiB: byte caps and sizes
+MAX_SECONDS = 7 * 24 * 3600.0  # 7 days: every timeout
+MAX_WINDOW_H = 10 * 365 * 24.0  # 10 years: the log window, in hours
+MAX_PARALLEL = 4096  # anything done "at once"
+MAX_COUNT = 10**7  # lines and entries
+_INT_LIMITS = {"concurrency": MAX_PARALLEL, "tctl_concurrency": MAX_PARALLEL,
+               "sessions_per_node": MAX_PARALLEL, "tunnels_per_proxy_connection": MAX_PARALLEL,
+               "kube_concurrency": MAX_PARALLEL, "log_lines": MAX_COUNT,
+               "datadir_entries": MAX_COUNT, "kube_log_lines": MAX_COUNT}
+
+
+def _too_large(name: str, value: object, limit: str) -> UsageError:
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return UsageError(f"{name}: too large, got {shown} (at most {limit})")
+
+
 def parse_size(value: object, name: str) -> int:
-    """A byte size from `5MB`, `512KiB`, `1000` or an int."""
+    """A byte size from `5MB`, `512KiB`, `1000` or an int (at most MAX_BYTES)."""
     if isinstance(value, bool):
         raise UsageError(f"{name}: expected a size like 5MB, got {value!r}")
     if isinstance(value, int):
         if value <= 0:
             raise UsageError(f"{name}: must be positive, got {value}")
+        if value > MAX_BYTES:
+            raise _too_large(name, value, "1TiB")
         return value
     match = _SIZE.match(str(value))
     unit = (match.group(2) or "").lower() if match else ""
     if not match or unit not in _UNITS:
         raise UsageError(f"{name}: expected a size like 5MB or 512KiB, got {value!r}")
     scaled = float(match.group(1)) * _UNITS[unit]
-    if not math.isfinite(scaled):
-        raise UsageError(f"{name}: too large, got {value!r}")
+    if not math.isfinite(scaled) or scaled > MAX_BYTES:
+        raise _too_large(name, value, "1TiB")
     size = int(scaled)
     if size <= 0:
         raise UsageError(f"{name}: must be positive, got {value!r}")
@@ -279,11 +299,19 @@ def _coerce(name: str, value: Any, base: Path | None) -> Any:
     if kind in ("int",):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise UsageError(f"{name}: expected a positive whole number, got {value!r}")
+        limit = _INT_LIMITS.get(name, MAX_COUNT)
+        if value > limit:
+            raise _too_large(name, value, str(limit))
         return value
     if kind in ("float",):
         if isinstance(value, bool) or not isinstance(value, int | float) or \
                 not math.isfinite(value) or value <= 0:
             raise UsageError(f"{name}: expected a positive number of seconds, got {value!r}")
+        if name == "log_window_h":
+            if value > MAX_WINDOW_H:
+                raise _too_large(name, value, f"{MAX_WINDOW_H:g} hours")
+        elif value > MAX_SECONDS:
+            raise _too_large(name, value, f"{MAX_SECONDS:g} seconds (7 days)")
         return float(value)
     if kind in ("bool", "bool | None"):
         if not isinstance(value, bool):

@@ -142,6 +142,16 @@ _CODES: tuple[Code, ...] = (
          "teleport*, if any).",
          "Run it on a host that runs Teleport, pass --sysroot for a mounted root file "
          "system, or check the config path in the teleport unit's ExecStart."),
+    Code("TPD214", "credential store refused",
+         "A file tpdump reads on a node (teleport.yaml, the log file, a unit file, the "
+         "process-state database) is in a credential store, or is a symbolic link (or "
+         "below one) that leads into one: /etc/shadow, /etc/gshadow, /etc/sudoers*, an "
+         "`.ssh` directory, SSH host private keys, tsh keys, `*.key` files, join token "
+         "files. Its content was not read into the archive, whatever it holds; the node's "
+         "other items were collected.",
+         "Check the path named in node.json: a config or log path that leads into a "
+         "credential store is a mistake (or an attack) on that node. The full list is "
+         "CREDENTIAL_STORES in tpdump/hosts.py."),
     Code("TPD500", "Kubernetes API unreachable",
          "The Kubernetes part could not start: the kubeconfig (or the in-cluster service "
          "account) is missing or unusable, or the API server did not answer. The rest of the "

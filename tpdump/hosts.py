@@ -4,8 +4,11 @@ collectors see only this interface."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fnmatch
 import os
+import posixpath
 import secrets
 import shlex
 import stat as statmod
@@ -21,6 +24,71 @@ import asyncssh
 from tpdump import batch
 from tpdump.batch import Ran, Want
 from tpdump.transport import Failure, classify, failure
+
+# Where credentials live. tpdump never copies a file whose path, or whose real path (every
+# symbolic link resolved), is one of these, whatever its content: content redaction
+# recognises only the secret formats it knows. A pattern with a `/` matches the whole
+# absolute path (`*` also matches `/`); one without matches the file's name. Nothing
+# tpdump reads on purpose (teleport.yaml, the log file, unit files and drop-ins,
+# <data_dir>/proc/sqlite.db, the probe's /proc and /etc files) is among them.
+CREDENTIAL_STORES: tuple[str, ...] = (
+    "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
+    "/etc/security/opasswd", "/etc/sudoers", "/etc/sudoers.d/*",
+    "/etc/ssh/ssh_host_*_key",  # private host keys (not the .pub)
+    "*/.ssh/*",  # /root/.ssh, /home/*/.ssh, any user's keys and authorized_keys
+    "*/.tsh/keys/*",  # tsh's keys and certificates
+    "*/.gnupg/*", "*/.kube/config", "*/.aws/credentials", "*/.docker/config.json",
+    "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "id_ecdsa_sk", "id_ed25519_sk",
+    "*.key",  # private keys (Teleport's data_dir keys of older versions, TLS keys)
+    "*token", "*token.txt", "*.token",  # join token files (auth_token: /path)
+)
+
+
+def credential_store(*paths: str) -> str | None:
+    """The CREDENTIAL_STORES pattern one of `paths` falls in, else None."""
+    for path in paths:
+        norm = posixpath.normpath(path) if path.startswith("/") else path
+        name = norm.rsplit("/", 1)[-1]
+        for pattern in CREDENTIAL_STORES:
+            if fnmatch.fnmatchcase(norm if "/" in pattern else name, pattern):
+                return pattern
+    return None
+
+
+def shown_name(path: str) -> str:
+    """A path as one line of text: control characters, backslashes and bytes that are
+    not UTF-8 (surrogate-escaped) written as escapes (`\\n`, `\\x1b`, `\\xff`), so that a
+    hostile name cannot start a line of its own or pass for another."""
+    if path.isprintable() and "\\" not in path:
+        return path
+    out = []
+    for ch in path:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch in "\n\t\r":
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}[ch])
+        elif not ch.isprintable() and ch != " ":
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def refuse_credentials(path: str, *reals: str) -> None:
+    """Raise the item's TPD214 error when `path`, or where it resolves (`reals`), is in a
+    credential store."""
+    pattern = credential_store(path, *reals)
+    if pattern is None:
+        return
+    real = next((r for r in reals if r != path), None)
+    where = f" (resolves to {shown_name(real)})" if real else ""
+    raise ItemError(Failure("TPD214", "credential store refused",
+                            f"{shown_name(path)}{where}: in a credential store ({pattern}); "
+                            "not copied"))
 
 
 class ItemError(Exception):
@@ -67,6 +135,7 @@ class Host(Protocol):
     async def run(self, argv: list[str], cap: int, *, keep_tail: bool = False) -> Exec: ...
     async def read(self, path: str, cap: int, *, tail: bool = False) -> tuple[bytes, bool]: ...
     async def kind(self, path: str) -> str | None: ...
+    async def known_real(self, path: str) -> list[str]: ...
     async def listdir(self, path: str, max_entries: int, max_depth: int) -> list[DirEntry]: ...
     async def http_get(self, target: tuple[str, int] | str, paths: list[str],
                        cap: int) -> list[HttpAnswer]:
@@ -190,6 +259,7 @@ class SSHHost:
         self.prefix: list[str] = prefix or []
         self.sftp: asyncssh.SFTPClient | None = None
         self.ready: dict[Want, batch.Answer] = {}
+        self.resolved: dict[str, str | None] = {}  # path -> real path, from a batch
         self.requests = 0
         self.direct: list[str] = []  # what was asked for on its own, not in a batch
 
@@ -200,6 +270,17 @@ class SSHHost:
         on its own."""
         if not wants:
             return 0
+        # Each file read comes with where the file really is (`readlink -f`), so that a
+        # read through a link into a credential store is refused without another request.
+        asked = set(wants)
+        with_real: list[Want] = []
+        for want in wants:
+            real = Want("real", want.args[:1])
+            if want.op in ("head", "tail") and real not in asked:
+                asked.add(real)
+                with_real.append(real)
+            with_real.append(want)
+        wants = with_real
         boundary = secrets.token_hex(16)
         out = bytearray()
         cap = sum(w.cap + 256 for w in wants) + 4096
@@ -221,6 +302,9 @@ class SSHHost:
                 except (asyncssh.Error, OSError):
                     pass  # what arrived before is still good
         got = batch.parse(bytes(out), boundary, wants)
+        for want in [w for w in got if w.op == "real"]:
+            where = got.pop(want)
+            self.resolved[want.args[0]] = where if isinstance(where, str) else None
         self.ready.update(got)
         return len(got)
 
@@ -257,20 +341,31 @@ class SSHHost:
     async def _sftp(self) -> asyncssh.SFTPClient:
         if self.sftp is None:
             try:
-                self.sftp = await self.conn.start_sftp_client()
+                # Names that are not UTF-8 come back surrogate-escaped (and go out as the
+                # same bytes), not as an error that loses a whole directory.
+                self.sftp = await self.conn.start_sftp_client(path_errors="surrogateescape")
             except (asyncssh.Error, OSError) as exc:
                 raise ItemError(classify(exc)) from exc
         return self.sftp
 
     async def read(self, path: str, cap: int, *, tail: bool = False) -> tuple[bytes, bool]:
+        """The file's head (or tail) within `cap`: from the batch, else by SFTP. A file in
+        a credential store, or reached through a link into one, is refused (TPD214)."""
+        real = self.resolved.get(path)
         got = self._ready(Want("tail" if tail else "head", (path,), cap))
-        if isinstance(got, tuple):
+        if isinstance(got, tuple) and real is not None:
+            refuse_credentials(path, real)
             return got
+        # Not in the batch, or the batch could not tell where the file is (no readlink):
+        # SFTP asks the server's realpath beside the open (no extra round trip).
         sftp = await self._sftp()
         self.requests += 1
         self._note(f"sftp read {path}")
+        where = asyncio.ensure_future(_realpath(sftp, path))
         try:
             async with sftp.open(path, "rb") as f:
+                resolved = await where
+                refuse_credentials(path, *([resolved] if resolved else []))
                 # Ask for what the file holds, not for the cap: asyncssh splits a read into
                 # parallel block requests, so read(8 MiB) of a 2 KiB file costs hundreds of
                 # requests. Files that report size 0 (/proc) are read until EOF.
@@ -293,12 +388,19 @@ class SSHHost:
         except (asyncssh.Error, OSError) as exc:
             why = classify(exc)
             raise ItemError(why) from exc
+        finally:
+            where.cancel()
         if tail and truncated:
             cut = data.find(b"\n")
             if 0 <= cut < len(data) - 1:
                 data = data[cut + 1:]
             return data, True
         return data[:cap], len(data) > cap
+
+    async def known_real(self, path: str) -> list[str]:
+        """Where `path` really is, when a batch asked (`Want("real", ...)`); [] otherwise."""
+        real = self.resolved.get(path)
+        return [real] if real else []
 
     async def kind(self, path: str) -> str | None:
         want = Want("kind", (path,))
@@ -339,7 +441,8 @@ class SSHHost:
                     return
                 rows = []
                 for e in sorted(entries, key=lambda e: str(e.filename)):
-                    name = str(e.filename)
+                    name = e.filename if isinstance(e.filename, str) else \
+                        e.filename.decode("utf-8", "surrogateescape")
                     if name in (".", ".."):
                         continue
                     full = f"{directory}/{name}" if directory != "/" else f"/{name}"
@@ -391,6 +494,16 @@ class SSHHost:
         if self.sftp is not None:
             self.sftp.exit()
             self.sftp = None
+
+
+async def _realpath(sftp: asyncssh.SFTPClient, path: str) -> str | None:
+    """Where `path` really is on the server (SFTP realpath resolves every link), None
+    when the server does not say."""
+    try:
+        real = await sftp.realpath(path)
+    except (asyncssh.Error, OSError, UnicodeError):
+        return None
+    return real if isinstance(real, str) and real.startswith("/") else None
 
 
 async def _read_to_eof(f: asyncssh.SFTPClientFile, limit: int) -> bytes:
@@ -470,6 +583,22 @@ class LocalHost:
     def path(self, path: str) -> Path:
         return Path(self.sysroot + path) if self.sysroot else Path(path)
 
+    def real_paths(self, fd: int | None, opened: Path) -> list[str]:
+        """Where a file really is: this machine's path and, below --sysroot, the node's
+        own path (for an open descriptor the kernel's answer, no race)."""
+        try:
+            if fd is None:
+                raise OSError
+            here = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            here = os.path.realpath(opened)
+        out = [here]
+        if self.sysroot:
+            root = os.path.realpath(self.sysroot)
+            if here == root or here.startswith(root + "/"):
+                out.append(here[len(root):] or "/")
+        return out
+
     async def run_text(self, command: str, cap: int, *, keep_tail: bool = False) -> Exec:
         return await self._run(["/bin/sh", "-c", command], cap, keep_tail)
 
@@ -517,6 +646,7 @@ class LocalHost:
 
         def read_sync() -> tuple[bytes, bool]:
             with open(real, "rb") as f:
+                refuse_credentials(path, *self.real_paths(f.fileno(), real))
                 size = os.fstat(f.fileno()).st_size
                 if tail and size > cap:
                     f.seek(size - cap)
@@ -532,6 +662,9 @@ class LocalHost:
             raise ItemError(failure("TPD209", f"{path}: no such file"), missing=True) from exc
         except OSError as exc:
             raise ItemError(failure("TPD209", f"{path}: {exc.strerror}")) from exc
+
+    async def known_real(self, path: str) -> list[str]:
+        return self.real_paths(None, self.path(path))
 
     async def kind(self, path: str) -> str | None:
         try:

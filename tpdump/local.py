@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import structlog
 
@@ -12,7 +13,7 @@ from tpdump.collectors.node import NodeCollector
 from tpdump.config import Settings
 from tpdump.discovery import Instance
 from tpdump.errors import Problem
-from tpdump.hosts import ItemError, LocalHost
+from tpdump.hosts import ItemError, LocalHost, credential_store
 from tpdump.logs import RunLog
 from tpdump.results import NodeResult, NodeStatus
 from tpdump.runner import Outcome, Run, node_result_status
@@ -34,7 +35,11 @@ class NodeRun(Run):
     def _hostname(self) -> str:
         if self.settings.sysroot:
             try:
-                with open(f"{self.settings.sysroot.rstrip('/')}/etc/hostname") as f:
+                path = f"{self.settings.sysroot.rstrip('/')}/etc/hostname"
+                with open(path) as f:
+                    if credential_store("/etc/hostname",
+                                        *self.host.real_paths(f.fileno(), Path(path))):
+                        return "sysroot"  # a link into a credential store: not read
                     return f.read().strip() or "sysroot"
             except OSError:
                 return "sysroot"

@@ -139,9 +139,9 @@ def test_hostile_member_names_stay_under_root(runs: tuple[Path, dict[str, Run]],
 @pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
 def test_hostile_secrets_behind_links_never_leak(runs: tuple[Path, dict[str, Run]],
                                                  fmt: str) -> None:
-    """No canary (the shadow hash, the private key, the join token behind the links, and
-    every canary of the healthy nodes) is in any file; the shadow file read through the
-    teleport.yaml link is there only redacted."""
+    """No canary (the shadow hash, the private key, the join token behind the links, a
+    secret in no known format, and every canary of the healthy nodes) is in any file; the
+    shadow file behind the teleport.yaml link is refused, not copied."""
     state, by_fmt = runs
     files = by_fmt[fmt].files
     canaries = [c for c in (state / "canaries.txt").read_text().splitlines() if c]
@@ -149,15 +149,24 @@ def test_hostile_secrets_behind_links_never_leak(runs: tuple[Path, dict[str, Run
     for path, data in files.items():
         for canary in canaries:
             assert canary.encode() not in data, f"{canary} leaked into {path}"
+    assert any(c.startswith("CANARY-hostile_plain") for c in canaries)
+    # hostile-2's teleport.yaml is a link to the shadow file, which also holds a canary in
+    # no format a redactor knows: the file is refused (TPD214), not copied and redacted.
     hostile2 = by_host(state)["hostile-2"]["uuid"]
-    config = files[f"nodes/{hostile2}/teleport.yaml"]
-    assert b"root:" in config and b"<redacted by tpdump: password hash>" in config
+    assert f"nodes/{hostile2}/teleport.yaml" not in files
+    node = json.loads(files[f"nodes/{hostile2}/node.json"])
+    items = {i["name"]: i for i in node["items"]}
+    assert items["teleport.yaml"]["code"] == "TPD214", items["teleport.yaml"]
+    assert "/etc/shadow" in items["teleport.yaml"]["message"]
+    report = json.loads(files["report.json"])
+    refused = [p for p in report["problems"] if p["code"] == "TPD214"]
+    assert refused and "hostile-2" in refused[0]["targets"], report["problems"]
 
 
 def test_hostile_node_items_fail_clearly_or_are_sanitised(
         runs: tuple[Path, dict[str, Run]]) -> None:
     """The hostile nodes end partial with per-item reasons: the process state behind a
-    link to the shadow file fails with TPD209; the data_dir listing names the odd entries
+    link to the shadow file is refused (TPD214); the data_dir listing names the odd entries
     as text only; units with traversal and NUL names land under the node's own directory;
     the 100 MiB log line is cut to --log-bytes and marked truncated."""
     state, by_fmt = runs
@@ -169,9 +178,13 @@ def test_hostile_node_items_fail_clearly_or_are_sanitised(
         node = json.loads(files[f"nodes/{uuid}/node.json"])
         items = {i["name"]: i for i in node["items"]}
         assert items["process state"]["status"] == "failed", items["process state"]
-        assert items["process state"]["code"] == "TPD209"
+        assert items["process state"]["code"] == "TPD214"  # a link to /etc/shadow
         listing = files[f"nodes/{uuid}/data_dir.txt"]
         assert b"/var/lib/teleport/loop" in listing and b"/var/lib/teleport/../../.." in listing
+        # a newline in a name is shown escaped: no line of its own, nothing forged
+        assert b"/var/lib/teleport/new\\nline f 1 1.0 /etc/shadow" in listing
+        assert not any(line.startswith(b"line") for line in listing.splitlines())
+        assert b"/var/lib/teleport/bad-\\xff\\xfe-utf8" in listing
         units = [p for p in files if p.startswith(f"nodes/{uuid}/teleport.service/")]
         assert any("evil.service" in p for p in units), units
         assert all(p.startswith(f"nodes/{uuid}/") for p in files if uuid in p)

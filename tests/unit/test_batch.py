@@ -173,6 +173,10 @@ def test_the_simulator_prints_what_dash_prints(tmp_path: Path) -> None:
         Want("kind", (str(tmp_path / "missing"),)),
         Want("run", ("echo", "hello", "world"), 100),
         Want("run", ("cat", str(tmp_path / "big.log")), 64),
+        Want("real", (str(tmp_path / "small.txt"),)),
+        Want("real", (str(tmp_path / "link"),)),
+        Want("real", (str(tmp_path / "dir") + "/../link",)),
+        Want("real", (str(tmp_path / "missing"),)),
     ]
     script = batch.script(B, wants, 10)
     real = run_sh(script)
@@ -187,3 +191,23 @@ def test_the_simulator_prints_what_dash_prints(tmp_path: Path) -> None:
         emulated += batch_frame(boundary, step, answer.stdout, answer.code)
     emulated += batch_end(boundary)
     assert bytes(emulated) == real
+
+
+def test_real_paths_resolve_every_link(tmp_path: Path) -> None:
+    """`real` gives where a path really is (`readlink -f`: a final link, a link in the
+    middle, `..`), nothing for a missing path or a dangling link."""
+    make_tree(tmp_path)
+    (tmp_path / "dir" / "inner").write_bytes(b"x")
+    os.symlink(tmp_path / "dir", tmp_path / "dirlink")
+    os.symlink(tmp_path / "gone", tmp_path / "dangling")
+    wants = [Want("real", (str(tmp_path / "link"),)),
+             Want("real", (str(tmp_path / "dirlink" / "inner"),)),
+             Want("real", (str(tmp_path / "dir") + "/../small.txt",)),
+             Want("real", (str(tmp_path / "missing"),)),
+             Want("real", (str(tmp_path / "dangling"),))]
+    got = batch.parse(run_sh(batch.script(B, wants, 10)), B, wants)
+    real = os.path.realpath
+    assert got[wants[0]] == real(tmp_path / "small.txt")
+    assert got[wants[1]] == real(tmp_path / "dir" / "inner")
+    assert got[wants[2]] == real(tmp_path / "small.txt")
+    assert got[wants[3]] is None and got[wants[4]] is None

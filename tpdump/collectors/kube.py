@@ -11,8 +11,11 @@ a `.error` file and the dump goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -111,14 +114,34 @@ class KubeSummary:
                 "api_calls": self.calls, "error": self.error}
 
 
+def forget_temp_files(directory: str) -> None:
+    """Remove the credential files kubernetes_asyncio wrote under `directory`, its memory
+    of them (its cache would hand the removed names to the next load), and the descriptors
+    it left open on them (it drops the one `mkstemp` returns: one per file and run)."""
+    from kubernetes_asyncio.config import kube_config
+
+    temp_files: dict[str, str] = kube_config._temp_files
+    for key, name in list(temp_files.items()):
+        if os.path.dirname(name) == directory:
+            temp_files.pop(key, None)
+    with contextlib.suppress(OSError):
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError, ValueError):
+                if os.readlink(f"/proc/self/fd/{fd}").startswith(directory + "/"):
+                    os.close(int(fd))
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 class KubeApi:
     """Raw GETs through kubernetes_asyncio's ApiClient, bounded and with deadlines."""
 
-    def __init__(self, client: Any, *, concurrency: int, timeout: float) -> None:
+    def __init__(self, client: Any, *, concurrency: int, timeout: float,
+                 temp_dir: str | None = None) -> None:
         self.client = client
         self.limiter = anyio.CapacityLimiter(concurrency)
         self.timeout = timeout
         self.calls = 0
+        self.temp_dir = temp_dir
 
     @classmethod
     async def connect(cls, settings: Settings) -> tuple[KubeApi, str, str]:
@@ -130,30 +153,45 @@ class KubeApi:
 
         cfg = client.Configuration()
         context = settings.kube_context or ""
+        # kubernetes_asyncio writes a kubeconfig's `*-data` credentials (client key and
+        # certificate, CA) to files, which it would keep until the process ends: here they
+        # go to a private directory removed as soon as the client's TLS context is built
+        # (ApiClient loads them at once), on errors and cancellation too.
+        temp_dir = tempfile.mkdtemp(prefix="tpdump-kube-")
         try:
-            if settings.kubeconfig is None and in_cluster():
-                InClusterConfigLoader(IN_CLUSTER_TOKEN, IN_CLUSTER_CA).load_and_set(cfg)
-                context = "in-cluster"
-            else:
-                path = kubeconfig_path(settings)
-                loader = await config.load_kube_config(
-                    config_file=path, context=settings.kube_context,
-                    client_configuration=cfg, persist_config=False)
-                current = loader.current_context
-                context = str((current or {}).get("name", "") or context)
-        except ConfigException as exc:
-            raise KubeCallError(0, "BadConfig", f"unusable Kubernetes configuration: {exc}"
-                                ) from exc
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise KubeCallError(0, "BadConfig", f"unusable Kubernetes configuration: "
-                                f"{type(exc).__name__}: {exc}") from exc
-        cfg.connection_pool_maxsize = settings.kube_concurrency
-        return cls(client.ApiClient(cfg), concurrency=settings.kube_concurrency,
-                   timeout=settings.kube_timeout), context, str(cfg.host)
+            try:
+                if settings.kubeconfig is None and in_cluster():
+                    InClusterConfigLoader(IN_CLUSTER_TOKEN, IN_CLUSTER_CA).load_and_set(cfg)
+                    context = "in-cluster"
+                else:
+                    path = kubeconfig_path(settings)
+                    loader = await config.load_kube_config(
+                        config_file=path, context=settings.kube_context,
+                        client_configuration=cfg, persist_config=False,
+                        temp_file_path=temp_dir)
+                    current = loader.current_context
+                    context = str((current or {}).get("name", "") or context)
+                cfg.connection_pool_maxsize = settings.kube_concurrency
+                api_client = client.ApiClient(cfg)
+            except ConfigException as exc:
+                raise KubeCallError(0, "BadConfig", f"unusable Kubernetes configuration: "
+                                    f"{exc}") from exc
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # OSError includes ssl.SSLError: a key or certificate that does not load
+                raise KubeCallError(0, "BadConfig", f"unusable Kubernetes configuration: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            forget_temp_files(temp_dir)
+        return cls(api_client, concurrency=settings.kube_concurrency,
+                   timeout=settings.kube_timeout, temp_dir=temp_dir), context, str(cfg.host)
 
     async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.client.close()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.client.close()
+        finally:
+            if self.temp_dir is not None:  # a token refresh may have written more
+                forget_temp_files(self.temp_dir)
 
     async def _call(self, path: str, query: Iterable[tuple[str, str]], accept: str,
                     cap: int, keep_tail: bool) -> tuple[bytes, bool]:

@@ -27,7 +27,7 @@ from tpdump.archive import ArchiveWriter
 from tpdump.batch import Want
 from tpdump.collectors.sqlite import dump_process_state
 from tpdump.config import Settings
-from tpdump.hosts import DirEntry, Exec, Host, ItemError
+from tpdump.hosts import DirEntry, Exec, Host, ItemError, credential_store, shown_name
 from tpdump.redact import Loader, Redactor
 from tpdump.results import ItemResult, NodeResult
 from tpdump.transport import Failure, failure, first_leaf
@@ -36,6 +36,10 @@ log = structlog.get_logger("tpdump.node")
 
 PROBE_SCRIPT = resources.files("tpdump.collectors").joinpath("probe.sh").read_text("utf-8")
 DEFAULT_CONFIG = "/etc/teleport.yaml"
+# The files the probe prints (section -> the paths it may read): where they really are
+# is asked in the batch beside the probe, and a link into a credential store is refused.
+PROBE_FILES = {"hostname": ("/etc/hostname",),
+               "os-release": ("/etc/os-release", "/usr/lib/os-release")}
 DEFAULT_DATA_DIR = "/var/lib/teleport"
 _LOG_TARGETS = {"stderr", "stdout", "syslog", "", "2", "1"}
 # systemd's unit search path, most specific first.
@@ -260,10 +264,12 @@ _FIND_KINDS = {"f": "file", "d": "dir", "l": "link", "s": "socket"}
 
 
 def parse_find(text: str, path: str, limit: int) -> list[DirEntry]:
-    """`find PATH -printf '%y %s %T@ %p\\n'` output as entries (at most `limit`); lines
-    that do not parse are skipped."""
+    """`find PATH -printf '%y %s %T@ %p\\0'` output as entries (at most `limit`): records
+    end with a NUL byte (no name holds one; a newline in a name stays in its entry);
+    output without NUL bytes is read a line an entry. Records that do not parse are
+    skipped."""
     out: list[DirEntry] = []
-    for line in text.splitlines():
+    for line in text.split("\0") if "\0" in text else text.splitlines():
         parts = line.split(" ", 3)
         if len(parts) != 4 or parts[3] == path.rstrip("/"):
             continue
@@ -371,7 +377,7 @@ class NodeCollector:
         self.result.items.append(ItemResult(name, status, None, 0,
                                             round(time.monotonic() - started, 3), why.code,
                                             why.detail))
-        if why.code in ("TPD202", "TPD205"):
+        if why.code in ("TPD202", "TPD205", "TPD214"):
             self.result.fail(why.code, why.reason, f"{name}: {why.detail}")
 
     async def guarded(self, name: str, work: Callable[[], Awaitable[None]],
@@ -411,7 +417,9 @@ class NodeCollector:
                 # One exec beside the probe's (cheaper than starting SFTP); a config
                 # that is not there or not readable is asked for again by SFTP.
                 await self.host.prefetch([Want("head", (DEFAULT_CONFIG,),
-                                               self.settings.max_output)],
+                                               self.settings.max_output),
+                                          *(Want("real", (path,)) for paths in
+                                            PROBE_FILES.values() for path in paths)],
                                          self.settings.item_timeout / 2)
                 try:
                     self.config_data = await self.host.read(DEFAULT_CONFIG,
@@ -538,7 +546,11 @@ class NodeCollector:
         if ran is None:
             return
         source = "command: sh -c <probe>"
-        if ran.truncated:
+        refused = {name: why for name in PROBE_FILES
+                   if (why := await self.probe_file_refused(name)) is not None}
+        if ran.truncated and refused:  # the raw output holds the refused files too
+            self.item_failed("probe", next(iter(refused.values())), started)
+        elif ran.truncated:
             await self.write("probe", "probe.out", self.redactor.data(ran.stdout),
                              source=source, truncated=True, started=started)
         if "end" not in self.sections and not ran.truncated:
@@ -575,6 +587,9 @@ class NodeCollector:
                       "meminfo": "host/meminfo"}
         for name, path in host_files.items():
             content = self.sections.get(name)
+            if content and name in refused:
+                self.item_failed(name, refused[name], started)
+                continue
             if content:
                 await self.write(name, path, self.redactor.data(content),
                                  source=f"probe: {name}", started=started)
@@ -593,6 +608,19 @@ class NodeCollector:
         if self.remote_now is not None and not self.root:
             sent, received = self._probe_times
             self.result.clock_offset_s = self.remote_now - (sent + received) / 2
+
+    async def probe_file_refused(self, name: str) -> Failure | None:
+        """TPD214 when a file the probe printed in section `name` is, or leads into, a
+        credential store (as far as the host knows where it leads)."""
+        for path in PROBE_FILES[name]:
+            reals = await self.host.known_real(path)
+            pattern = credential_store(path, *reals)
+            if pattern is not None:
+                real = next((r for r in reals if r != path), path)
+                return Failure("TPD214", "credential store refused",
+                               f"{path} (resolves to {shown_name(real)}): in a credential "
+                               f"store ({pattern}); not copied")
+        return None
 
     async def write_config(self) -> None:
         started = time.monotonic()
@@ -692,7 +720,16 @@ class NodeCollector:
                 continue
             for entry in entries:
                 if entry.path.endswith(".conf"):
-                    data, _ = await self.host.read(entry.path, 1024 * 1024)
+                    try:
+                        data, _ = await self.host.read(entry.path, 1024 * 1024)
+                    except ItemError as exc:
+                        if exc.failure.code != "TPD214":
+                            raise
+                        # A drop-in leading into a credential store: the unit and its
+                        # other drop-ins are still shown; this one is named, not copied.
+                        self.item_failed(f"unit file {shown_name(entry.path)}", exc.failure,
+                                         time.monotonic())
+                        data = f"# not copied by tpdump: {exc.failure.detail}\n".encode()
                     parts.append(f"# {entry.path}\n".encode() + data)
         if not found:
             raise ItemError(failure("TPD209", f"unit {unit}: no unit file"), missing=True)
@@ -838,7 +875,10 @@ class NodeCollector:
         entries = await self.find(self.data_dir, self.settings.datadir_entries, 5)
         if entries is None:
             entries = await self.host.listdir(self.data_dir, self.settings.datadir_entries, 5)
-        lines = [f"{e.kind:<6} {e.size:>12} {utc_stamp(e.mtime)} {e.path}" for e in entries]
+        # Names as text, one entry a line: a control character or a byte that is not UTF-8
+        # is shown escaped (a newline in a name cannot start a line of its own).
+        lines = [f"{e.kind:<6} {e.size:>12} {utc_stamp(e.mtime)} {shown_name(e.path)}"
+                 for e in entries]
         cut = len(entries) >= self.settings.datadir_entries
         await self.write("data_dir listing", "data_dir.txt", "\n".join(lines) + "\n",
                          source=f"listing: {self.data_dir}", truncated=cut, started=started)
@@ -857,7 +897,7 @@ class NodeCollector:
                 return None
         if ran is None or (ran.exit_status != 0 and not ran.truncated):
             return None
-        return parse_find(ran.stdout.decode("utf-8", "replace"), path, limit)
+        return parse_find(ran.stdout.decode("utf-8", "surrogateescape"), path, limit)
 
     async def process_state(self) -> None:
         started = time.monotonic()
@@ -886,8 +926,9 @@ class NodeCollector:
 
 
 def find_argv(path: str, depth: int) -> list[str]:
-    """One GNU `find` listing names, sizes and times under `path`."""
-    return ["find", path, "-maxdepth", str(depth), "-printf", "%y %s %T@ %p\\n"]
+    """One GNU `find` listing names, sizes and times under `path`, each entry ended by a
+    NUL byte."""
+    return ["find", path, "-maxdepth", str(depth), "-printf", "%y %s %T@ %p\\0"]
 
 
 def _bind(func: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:
