@@ -110,8 +110,11 @@ class DumpView:
 
     def yaml_docs(self, path: str) -> Iterator[tuple[int, Any]]:
         """(first line number, document) of each document of a multi-document YAML file,
-        one at a time (ten thousand node objects are not held at once)."""
-        lines = self.lines(path)
+        one at a time (ten thousand node objects are not held at once, nor kept as lines)."""
+        lines = self._lines.get(path)
+        if lines is None:
+            text = self.text(path)
+            lines = [] if text is None else text.splitlines()
         start, chunk = 1, list[str]()
         for i, line in enumerate([*lines, "---"], start=1):
             if line.rstrip() == "---":
@@ -317,12 +320,15 @@ def heartbeats(v: DumpView, t: Mapping[str, float]) -> list[Finding]:
             continue
         meta, spec = _map(doc.get("metadata")), _map(doc.get("spec"))
         name = str(spec.get("hostname") or meta.get("name"))
-        at = v.find(path, f'"{meta.get("name")}"')
         exp = parse_time(str(meta.get("expires", "")))
         seen = parse_time(str(spec.get("last_seen", "")))
+        # Evidence only for the agents found wanting: the file's index of quoted strings
+        # (tens of MB for ten thousand agents) is not built for a healthy cluster.
         if exp is not None and exp < v.now:
+            at = v.find(path, f'"{meta.get("name")}"')
             expired.append((name, v.find(path, '"expires"', at.line or 1)))
         elif seen is not None and v.now - seen > t["heartbeat_stale_s"]:
+            at = v.find(path, f'"{meta.get("name")}"')
             stale.append((name, v.find(path, '"last_seen"', at.line or 1)))
     npath = "objects/tctl_get_node.yaml"
     expired_names = {n for n, _ in expired}
