@@ -14,6 +14,7 @@ import json
 import re
 import struct
 import tarfile
+import threading
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -410,17 +411,31 @@ def _is_log(path: str) -> bool:
 
 
 def log_digest(data: bytes) -> dict[str, Any]:
-    """Lines, ERROR lines, their top messages, first and last time, the first one."""
+    """Lines, ERROR lines, their top messages, first and last time, the first one. (What
+    `_classify` gives, with the message worked out only for ERROR lines: a big cluster's
+    logs are millions of lines, nearly all of them not errors.)"""
+    text = data.decode("utf-8", "replace")
     total, errors, first_ev = 0, 0, None
     msgs: Counter[str] = Counter()
     first = last = ""
-    for i, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
-        c = _classify(line)
-        if c is None:
-            continue
-        total += 1
-        if c[0] != "ERROR":
-            continue
+    search = _TEXT_LINE.search
+    for i, line in enumerate(text.splitlines(), start=1):
+        if line.startswith("{") or line.find('{"', 0, 60) >= 0:
+            c = _classify(line)
+            if c is None:
+                continue
+            total += 1
+            if c[0] != "ERROR":
+                continue
+        else:
+            m = search(line)
+            if m is None:
+                continue
+            total += 1
+            if m.group(2) != "ERROR":
+                continue
+            msg = _MSG.match(m.group(3))
+            c = ("ERROR", m.group(1), (msg.group(1) if msg else m.group(3)[:80]).strip())
         errors += 1
         msgs[c[2]] += 1
         first = first or c[1]
@@ -624,11 +639,15 @@ _ORDER = {s: i for i, s in enumerate(SEVERITIES)}
 
 
 def analyze(files: Mapping[str, bytes], now: float | None = None,
-            thresholds: Mapping[str, float] = THRESHOLDS) -> list[Finding]:
-    """Every analyzer over the files; one that fails becomes an `info` finding."""
+            thresholds: Mapping[str, float] = THRESHOLDS,
+            stop: Callable[[], bool] | None = None) -> list[Finding]:
+    """Every analyzer over the files; one that fails becomes an `info` finding. Once
+    `stop()` holds, the analyzers not yet run are left out."""
     view = DumpView(files, now)
     out: list[Finding] = []
     for name, func in ANALYZERS.items():
+        if stop is not None and stop():
+            break
         try:
             out.extend(func(view, thresholds))
         except Exception as exc:  # one analyzer never stops the others
@@ -687,11 +706,12 @@ class _Chain(io.RawIOBase):
 def partial_files(path: Path | list[Path], wanted: Callable[[str], bool], tail: bytes = b"",
                   chunk: int = 1 << 16,
                   reduce: Callable[[str, bytes], tuple[str, bytes]] | None = None,
-                  ) -> dict[str, bytes]:
+                  stop: Callable[[], bool] | None = None) -> dict[str, bytes]:
     """The complete members of a tar.gz still being written (sync-flushed deflate, plus
     `tail`: the compressor's pending output), below the root directory, for which
     `wanted(path)` holds, each passed through `reduce` (to keep a summary instead of a
-    big file). Streams: only wanted (reduced) files are kept in memory."""
+    big file). Streams: only wanted (reduced) files are kept in memory. Ends early, with
+    what it has, once `stop()` holds (polled every chunk)."""
     out: dict[str, bytes] = {}
     try:
         fh = io.BufferedReader(_Chain(path if isinstance(path, list) else [path]))
@@ -718,6 +738,8 @@ def partial_files(path: Path | list[Path], wanted: Callable[[str], bool], tail: 
         long_name: str | None = None  # from a pax header, for the next member
         done = False
         while not done:
+            if stop is not None and stop():
+                return out
             data = fh.read(chunk)
             if not data:
                 data, done = tail, True
@@ -725,35 +747,36 @@ def partial_files(path: Path | list[Path], wanted: Callable[[str], bool], tail: 
                 buf += z.decompress(data)
             except zlib.error:
                 return out
+            pos = 0  # what is consumed of buf (dropped once per chunk, not per member)
             while True:
                 if skip:
-                    n = min(skip, len(buf))
-                    del buf[:n]
+                    n = min(skip, len(buf) - pos)
+                    pos += n
                     skip -= n
                     if skip:
                         break
                 if member is not None:
                     name, size = member
                     padded = -(-size // 512) * 512
-                    if len(buf) < padded:
+                    if len(buf) - pos < padded:
                         break
                     if name == _PAX:
-                        long_name = _pax_path(bytes(buf[:size]))
+                        long_name = _pax_path(bytes(buf[pos:pos + size]))
                     elif reduce is not None:
-                        key, value = reduce(name, bytes(buf[:size]))
+                        key, value = reduce(name, bytes(buf[pos:pos + size]))
                         out[key] = value
                     else:
-                        out[name] = bytes(buf[:size])
-                    del buf[:padded]
+                        out[name] = bytes(buf[pos:pos + size])
+                    pos += padded
                     member = None
-                if len(buf) < 512:
+                if len(buf) - pos < 512:
                     break
                 try:
-                    info = tarfile.TarInfo.frombuf(bytes(buf[:512]), "utf-8",
+                    info = tarfile.TarInfo.frombuf(bytes(buf[pos:pos + 512]), "utf-8",
                                                    "surrogateescape")
                 except tarfile.HeaderError:
                     return out
-                del buf[:512]
+                pos += 512
                 full = long_name or info.name
                 long_name = None
                 name = full.split("/", 1)[1] if "/" in full else full
@@ -763,6 +786,7 @@ def partial_files(path: Path | list[Path], wanted: Callable[[str], bool], tail: 
                     member = (name, info.size)
                 else:
                     skip = -(-info.size // 512) * 512
+            del buf[:pos]
     return out
 
 
@@ -805,11 +829,12 @@ def wanted_at_dump_time(name: str) -> bool:
 
 
 def _dump_time_findings(partial: list[Path] | None, tail: bytes, node_files: Mapping[str, bytes],
-                        now: float) -> list[dict[str, Any]]:
+                        now: float, stop: Callable[[], bool] | None = None
+                        ) -> list[dict[str, Any]]:
     files = {} if partial is None else partial_files(
-        partial, wanted_at_dump_time, tail, reduce=reduce_at_dump_time)
+        partial, wanted_at_dump_time, tail, reduce=reduce_at_dump_time, stop=stop)
     files.update(node_files)
-    return [f.as_dict() for f in analyze(files, now)]
+    return [f.as_dict() for f in analyze(files, now, stop=stop)]
 
 
 async def at_dump_time(writer: Any, node_files: Mapping[str, bytes], now: float,
@@ -836,14 +861,17 @@ async def at_dump_time(writer: Any, node_files: Mapping[str, bytes], now: float,
             await anyio.sleep(0.1)
         scope.cancel()  # interrupted: finishing the archive comes first
 
+    abandoned = threading.Event()  # the thread, left behind, stops at its next check
     with anyio.move_on_after(budget):
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch, tg.cancel_scope)
             result = await anyio.to_thread.run_sync(_dump_time_findings, partial, tail,
-                                                    node_files, now, abandon_on_cancel=True)
+                                                    node_files, now, abandoned.is_set,
+                                                    abandon_on_cancel=True)
             tg.cancel_scope.cancel()
     if result is not None:
         return result
+    abandoned.set()
     return [Finding("analyzers_skipped", "info",
                     "the analyzers were skipped (time budget or interrupt): run "
                     "tpdump analyze on the archive").as_dict()]

@@ -388,10 +388,10 @@ class _TarGz:
     """A tar stream (PAX) compressed by a raw deflate stream inside a gzip frame that we
     write ourselves, so that the compressor can be sync-flushed and copied for trials."""
 
-    def __init__(self, out: _PartWriter, mtime: int) -> None:
+    def __init__(self, out: _PartWriter, mtime: int, level: int = _LEVEL) -> None:
         self.out = out
         out.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", mtime & 0xFFFFFFFF) + b"\x00\xff")
-        self.z = zlib.compressobj(_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
+        self.z = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
         self.crc = 0
         self.size = 0  # uncompressed tar bytes
         self.pending = 0  # uncompressed bytes since the last sync flush
@@ -479,8 +479,12 @@ class ArchiveWriter:
     def __init__(self, path: Path, root: str, *, buffer: int = 256, fmt: str = "tar.gz",
                  split_size: int | None = None, max_size: int | None = None,
                  transform: Callable[[str, bytes], bytes] | None = None,
-                 path_transform: Callable[[str], str] | None = None) -> None:
+                 path_transform: Callable[[str], str] | None = None,
+                 level: int = _LEVEL) -> None:
         archive_suffix(fmt)  # validates
+        if not 1 <= level <= 9:
+            raise UsageError(f"compression level {level} is not between 1 and 9")
+        self.level = level
         if split_size is not None and split_size < MIN_SPLIT_SIZE:
             raise UsageError(f"split size {split_size} bytes is too small: the minimum is "
                              f"{MIN_SPLIT_SIZE} bytes (64 KiB)")
@@ -573,9 +577,9 @@ class ArchiveWriter:
             if self.fmt == "zip":
                 self._zip = zipfile.ZipFile(cast(IO[bytes], self._out), "w",
                                             compression=zipfile.ZIP_DEFLATED,
-                                            allowZip64=True, compresslevel=_LEVEL)
+                                            allowZip64=True, compresslevel=self.level)
             else:
-                self._tgz = _TarGz(self._out, int(time.time()))
+                self._tgz = _TarGz(self._out, int(time.time()), self.level)
         except OSError as exc:
             self._out.abandon()
             raise ArchiveError(f"cannot write {self.partial}: {exc.strerror}") from exc
@@ -922,7 +926,7 @@ class ArchiveWriter:
                                 data)
             z, compressed = self._tgz.trial(raw)
             return _Trial(data, len(compressed) + closing, z, compressed, raw)
-        z = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15)
+        z = zlib.compressobj(self.level, zlib.DEFLATED, -15)
         size = len(z.compress(data)) + len(z.flush())
         name_len = len(self._name(path).encode())
         cost = (_zip_local(name_len) + size + _ZIP_DESCRIPTOR + _zip_central(name_len)
@@ -985,7 +989,7 @@ class ArchiveWriter:
         info.compress_type = zipfile.ZIP_DEFLATED
         info.external_attr = 0o644 << 16
         before = self._out.tell()
-        self._zip.writestr(info, data, compresslevel=_LEVEL)
+        self._zip.writestr(info, data, compresslevel=self.level)
         self._measure(len(data), self._out.tell() - before)
         self._central_len += _zip_central(len(name.encode()))
 

@@ -67,6 +67,8 @@ _VALUE_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
                                       "systemd, journal, log file, diag, debug socket, "
                                       "connections, disk, data_dir listing, process state)"),
     (("--format",), "format", "archive format: tar.gz (default) or zip"),
+    (("--compress-level",), "compress_level", "deflate level of the archive, 1 (fastest) to "
+                                              "9 (smallest)"),
     (("--max-size",), "max_size", "hard cap of the archive, all parts together (e.g. 5MB, "
                                   "or none); logs are cut first, newest lines kept"),
     (("--split-size",), "split_size", "write the archive as numbered parts of at most this "
@@ -74,14 +76,15 @@ _VALUE_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("-o", "--output"), "output", "archive path, or a directory to put it in"),
     (("--log-format",), "log_format", "console or json"),
 )
-_INT = {"concurrency", "tctl_concurrency", "log_lines", "kube_concurrency", "kube_log_lines"}
+_INT = {"concurrency", "tctl_concurrency", "log_lines", "kube_concurrency", "kube_log_lines",
+        "compress_level"}
 _FLOAT = {"connect_timeout", "node_timeout", "item_timeout", "timeout", "tctl_timeout",
           "preflight_timeout", "log_window_h", "kube_timeout"}
 _KUBE = {"kubeconfig", "kube_context", "kube_namespace", "kube_concurrency", "kube_timeout",
          "kube_log_lines", "kube_log_bytes"}
 # What `tpdump node` accepts (no auth API, no SSH).
 _COMMON = {"cluster_name", "profile", "timeout", "output", "log_format", "obfuscation_key",
-           "obfuscation_map", "format", "max_size", "split_size"}
+           "obfuscation_map", "format", "max_size", "split_size", "compress_level"}
 _NODE_FLAGS = {*_COMMON, "item_timeout", "max_output", "log_window_h", "log_lines",
                "log_bytes", "sysroot", "skip_items"}
 # What `tpdump kube` accepts.

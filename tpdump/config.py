@@ -45,6 +45,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "metrics": True,
         "journal_json": True,
         "skip_items": (),
+        "compress_level": 6,
         "max_size": None,
     },
     "speed": {
@@ -72,6 +73,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "journal_json": False,
         "skip_items": ("systemd", "debug socket", "connections", "disk", "data_dir listing",
                        "process state"),
+        "compress_level": 1,
         "max_size": None,
     },
     "complete": {
@@ -98,6 +100,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "metrics": True,
         "journal_json": True,
         "skip_items": (),
+        "compress_level": 6,
         "max_size": None,
     },
     "small": {
@@ -124,6 +127,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "metrics": False,
         "journal_json": False,
         "skip_items": ("data_dir listing",),
+        "compress_level": 9,
         "max_size": 25 * 1000 * 1000,
     },
 }
@@ -198,6 +202,7 @@ class Settings:
     metrics: bool = True
     journal_json: bool = True
     skip_items: tuple[str, ...] = ()
+    compress_level: int = 6  # deflate level of the archive: 1 fastest, 9 smallest
     # obfuscation (SPEC §8; secrets are stripped regardless)
     obfuscate: bool = False
     obfuscation_key: str | None = None
@@ -252,7 +257,8 @@ MAX_COUNT = 10**7  # lines and entries
 _INT_LIMITS = {"concurrency": MAX_PARALLEL, "tctl_concurrency": MAX_PARALLEL,
                "sessions_per_node": MAX_PARALLEL, "tunnels_per_proxy_connection": MAX_PARALLEL,
                "kube_concurrency": MAX_PARALLEL, "log_lines": MAX_COUNT,
-               "datadir_entries": MAX_COUNT, "kube_log_lines": MAX_COUNT}
+               "datadir_entries": MAX_COUNT, "kube_log_lines": MAX_COUNT,
+               "compress_level": 9}
 
 
 def _too_large(name: str, value: object, limit: str) -> UsageError:

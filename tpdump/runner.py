@@ -245,7 +245,7 @@ class Run(ABC):
         self.archive = ArchiveWriter(
             path, f"tpdump-{name}-{stamp}",
             fmt=self.settings.format, split_size=self.settings.split_size,
-            max_size=self.settings.max_size,
+            max_size=self.settings.max_size, level=self.settings.compress_level,
             transform=None if obf is None else (lambda _path, data: obf.data(data)),
             path_transform=None if obf is None else obf.path)
         self.archive.open()

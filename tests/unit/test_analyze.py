@@ -7,14 +7,17 @@ import io
 import json
 import tarfile
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tpdump.analyze as an
-from tpdump.analyze import DumpView, analyze, parse_time, partial_files
+from tpdump.analyze import DumpView, _classify, analyze, log_digest, parse_time, partial_files
 
 NOW = parse_time("2026-11-27T00:00:00Z") or 0.0
 
@@ -146,6 +149,28 @@ def test_partial_files_reads_a_tar_gz_being_written(tmp_path: Path) -> None:
     assert got["b/version.txt"] == b"v3" and "big.bin" not in got
 
 
+def test_partial_files_reads_many_members_across_chunks_and_stops_when_told(
+        tmp_path: Path) -> None:
+    """Hundreds of members of every size, read in chunks that cut headers and bodies
+    anywhere: each wanted one whole; and a reader told to stop keeps what it had read."""
+    members = {f"root/n{i}/version.txt": bytes([65 + i % 26]) * (i * 37 % 1500)
+               for i in range(300)}
+    members.update({f"root/n{i}/skip.bin": b"s" * (i * 53 % 3000) for i in range(300)})
+    tar = _tar(members)
+    path = tmp_path / "x.tar.gz.partial"
+    path.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+                     + zlib.compress(tar, 6, -zlib.MAX_WBITS))
+    wanted = lambda p: p.endswith("version.txt")  # noqa: E731
+    expected = {k.split("/", 1)[1]: v for k, v in members.items() if wanted(k)}
+    for chunk in (97, 512, 4096, 1 << 16):
+        assert partial_files(path, wanted, chunk=chunk) == expected
+    polls = iter(range(1000))
+    got = partial_files(path, wanted, chunk=512, stop=lambda: next(polls) >= 3)
+    assert 0 < len(got) < len(expected)
+    assert all(expected[k] == v for k, v in got.items())
+    assert analyze({}, 0.0, stop=lambda: True) == []
+
+
 def test_dump_time_analysis_stops_when_interrupted() -> None:
     """An interrupt during the analysis: the report gets an info finding at once."""
     import time
@@ -165,3 +190,48 @@ def test_dump_time_analysis_stops_when_interrupted() -> None:
 
     got, seconds = anyio.run(main)
     assert [f["id"] for f in got] == ["analyzers_skipped"] and seconds < 1.0
+
+
+def _reference_digest(data: bytes) -> dict[str, Any]:
+    """log_digest as first written: every line classified in full."""
+    total, errors, first_ev = 0, 0, None
+    msgs: Counter[str] = Counter()
+    first = last = ""
+    for i, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+        c = _classify(line)
+        if c is None:
+            continue
+        total += 1
+        if c[0] != "ERROR":
+            continue
+        errors += 1
+        msgs[c[2]] += 1
+        first = first or c[1]
+        last = c[1]
+        if first_ev is None:
+            first_ev = [i, line.strip()[:300]]
+    return {"lines": total, "errors": errors, "first": first, "last": last,
+            "top": [{"message": m, "count": n} for m, n in msgs.most_common(5)],
+            "evidence": first_ev}
+
+
+_LOG_LINE = st.one_of(
+    st.builds(lambda p, t, lvl, sp, comp, msg: f"{p}{t}{sp}{lvl}{sp}[{comp}]{sp}{msg}",
+              st.sampled_from(["", "Jan 01 h teleport[7]: ", "x "]),
+              st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:00:01.5", "2026-1-1T0Z"]),
+              st.sampled_from(["ERROR", "WARN", "INFO", "DEBUG", "error"]),
+              st.sampled_from([" ", "\t", "  ", "\u00a0"]),
+              st.text("ABC:1", max_size=5), st.text("ab .!?\u2028é", max_size=30)),
+    st.builds(lambda lvl, msg: json.dumps({"level": lvl, "timestamp": "t", "message": msg}),
+              st.sampled_from(["error", "info", "ERROR"]), st.text(max_size=20)),
+    st.text(max_size=40))
+
+
+@given(st.lists(_LOG_LINE, max_size=30), st.sampled_from(["\n", "\r\n", "\r", "\x85"]))
+@settings(max_examples=300, deadline=None)
+def test_log_digest_is_the_full_classification_of_every_line(lines: list[str],
+                                                               sep: str) -> None:
+    """The fast digest (messages worked out for ERROR lines only) says exactly what
+    classifying every line in full says."""
+    data = sep.join(lines).encode("utf-8", "surrogatepass")
+    assert log_digest(data) == _reference_digest(data)

@@ -5,6 +5,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tpdump.collectors.node import (
     diag_addr_from,
@@ -100,3 +102,28 @@ def test_log_window_and_line_bound() -> None:
     kept, cut = within_window(log, base - 10 * 3600, 2)  # starts at an entry, not mid-way
     assert cut and kept == b"2026-11-26T09:59:00.000Z INFO new-2\n"
     assert within_window(log, 0, 100) == (log, False)
+
+
+
+@given(st.tuples(st.sampled_from(["0000", "0001", "1970", "2024", "2026", "9999"]),
+                 st.integers(0, 13), st.integers(0, 32), st.integers(0, 25),
+                 st.integers(0, 61), st.integers(0, 62)),
+       st.sampled_from(["Z INFO x", ".5Z", "", '"}']), st.booleans())
+@settings(max_examples=500, deadline=None)
+def test_line_time_reads_what_strptime_reads(fields: tuple[str, int, int, int, int, int],
+                                              rest: str, as_json: bool) -> None:
+    """A log line's time: the stamps strptime takes (and those it refuses, like February
+    30th or second 60), the same with the faster parser."""
+    from datetime import UTC, datetime
+
+    from tpdump.collectors.node import line_time
+
+    year, month, day, hour, minute, second = fields
+    stamp = f"{year}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+    line = (f'{{"level":"info","timestamp":"{stamp}{rest}' if as_json else stamp + rest)
+    try:
+        expected: float | None = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(
+            tzinfo=UTC).timestamp()
+    except ValueError:
+        expected = None
+    assert line_time(line.encode()) == expected
