@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,38 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tpdump.archive import read_archive  # noqa: E402
+
+def peak_rss(pid: int) -> int:
+    """VmHWM of a live process in bytes (0 once it has exited)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
-def run(cmd: list[str]) -> tuple[int, float, float, int]:
-    """Run a command; returns (exit, wall s, CPU s of the process, peak RSS bytes)."""
+def run(cmd: list[str], **popen: Any) -> tuple[int, float, float, int]:
+    """Run a command; returns (exit, wall s, CPU s of the process, peak RSS bytes).
+
+    The peak is the child's own VmHWM, polled every 20 ms: wait4's ru_maxrss would not
+    do, Linux carries the parent's peak over fork (or vfork) and exec into the child's, so
+    a benchmark that has read a big archive would measure itself."""
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, **popen)
+    peak = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        peak = max(peak, peak_rss(proc.pid))
+        time.sleep(0.02)
     wall = time.monotonic() - started
-    return (os.waitstatus_to_exitcode(status), wall, usage.ru_utime + usage.ru_stime,
-            usage.ru_maxrss * 1024)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, wall, usage.ru_utime + usage.ru_stime, peak
 
 
 def cpu_of(pid: int) -> float:
@@ -35,10 +57,17 @@ def cpu_of(pid: int) -> float:
 
 
 def report_of(out: Path) -> dict[str, Any]:
-    """report.json of the newest archive in `out`."""
+    """report.json of the newest archive in `out` (read alone: the benchmark's own memory
+    stays small)."""
     archive = sorted(p for p in out.iterdir() if not p.name.endswith(".partial"))[-1]
-    report: dict[str, Any] = json.loads(read_archive(archive)["report.json"])
-    return report
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            if member.name.endswith("/report.json") and member.name.count("/") == 1:
+                f = tar.extractfile(member)
+                if f is not None:
+                    report: dict[str, Any] = json.loads(f.read())
+                    return report
+    raise RuntimeError(f"no report.json in {archive}")
 
 
 def start_cluster(tmp: Path, scenario: dict[str, Any],
