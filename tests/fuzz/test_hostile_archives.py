@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import tpdump_cmd
+from tests.integration.helpers import peak_rss_kb, tpdump_cmd
 from tpdump.archive import DamagedArchive, ReadLimits, UnsafeArchive, read_archive
 
 ROOT = "tpdump-acme-20260101T000000Z"
@@ -37,8 +37,11 @@ class Ran:
 
 
 def run(*args: str, cwd: Path) -> Ran:
-    """Run tpdump as a child and wait for it with os.wait4 (its own peak RSS)."""
+    """Run tpdump as a child and wait for it, polling its own peak RSS (VmHWM)."""
     started = time.monotonic()
+    # the child's own VmHWM (KiB): wait4's ru_maxrss carries ours over fork and exec (it
+    # stays the fallback, an upper bound, for a child gone before the first poll)
+    peak = 0
     proc = subprocess.Popen(tpdump_cmd(*args), cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
@@ -58,6 +61,7 @@ def run(*args: str, cwd: Path) -> Ran:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
+            peak = max(peak, peak_rss_kb(proc.pid))
             if time.monotonic() - started > 60:
                 proc.kill()
             time.sleep(0.02)
@@ -68,7 +72,7 @@ def run(*args: str, cwd: Path) -> Ran:
         proc.stderr.close()
     proc.returncode = os.waitstatus_to_exitcode(status)
     return Ran(proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-               time.monotonic() - started, usage.ru_maxrss / 1024)
+               time.monotonic() - started, (peak or usage.ru_maxrss) / 1024)
 
 
 # --- building hostile archives (streamed: nothing big is ever in memory) ------------------

@@ -108,3 +108,23 @@ def dump_lab(lab: Any, tmp: Path, *extra: str) -> Dump:
         return run_dump(state, tmp / "out", "--proxy", lab.proxy, "--ssh-user", lab.login,
                         "--ssh-key", str(lab.key_path), "--known-hosts",
                         str(lab.known_hosts), *extra)
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_kb(pid: int) -> int:
+    """VmHWM of a live process in KiB (0 once it has exited). os.wait4's ru_maxrss would not
+    do: Linux carries the parent's peak over fork and exec into the child's."""
+    return _status_kb(pid, "VmHWM")
+
+
+def rss_kb(pid: int) -> int:
+    return _status_kb(pid, "VmRSS")

@@ -41,7 +41,9 @@ from tests.integration.helpers import (
     Dump,
     find_archive,
     instances,
+    peak_rss_kb,
     read_archive,
+    rss_kb,
     simulated,
     tpdump_cmd,
 )
@@ -331,26 +333,6 @@ def check_dump(soak: Soak, exit_code: int, files: dict[str, bytes],
     assert "objects/tctl_get_role.yaml" in files and "cluster/status.json" in files
     text = files["report.txt"].decode()
     assert "INCOMPLETE" in text and all(code in text for code in expected_codes)
-
-
-def _status_kb(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def peak_rss_kb(pid: int) -> int:
-    """VmHWM of a live process in KiB (0 once it has exited). os.wait4's ru_maxrss would not
-    do: Linux carries the parent's peak over fork and exec into the child's."""
-    return _status_kb(pid, "VmHWM")
-
-
-def rss_kb(pid: int) -> int:
-    return _status_kb(pid, "VmRSS")
 
 
 def run_measured(state: Path, out: Path, logs: Path, tmpdir: Path, mark: str) -> Dump:
