@@ -28,16 +28,11 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
-def run(cmd: list[str], **popen: Any) -> tuple[int, float, float, int]:
-    """Run a command; returns (exit, wall s, CPU s of the process, peak RSS bytes).
-
-    The peak is the child's own VmHWM, polled every 20 ms: wait4's ru_maxrss would not
-    do, Linux carries the parent's peak over fork (or vfork) and exec into the child's, so
-    a benchmark that has read a big archive would measure itself."""
-    started = time.monotonic()
-    popen.setdefault("stdout", subprocess.DEVNULL)
-    popen.setdefault("stderr", subprocess.DEVNULL)
-    proc = subprocess.Popen(cmd, **popen)
+def wait_measured(proc: subprocess.Popen[bytes]) -> tuple[float, int]:
+    """Wait for a child: (its CPU seconds, its peak RSS in bytes). The peak is the child's
+    own VmHWM, polled every 20 ms: wait4's ru_maxrss would not do, Linux carries the
+    parent's peak over fork (or vfork) and exec into the child's, so a benchmark that has
+    read a big archive would measure itself."""
     peak = 0
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -45,9 +40,16 @@ def run(cmd: list[str], **popen: Any) -> tuple[int, float, float, int]:
             break
         peak = max(peak, peak_rss(proc.pid))
         time.sleep(0.02)
-    wall = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, wall, usage.ru_utime + usage.ru_stime, peak
+    return usage.ru_utime + usage.ru_stime, peak
+
+
+def run(cmd: list[str]) -> tuple[int, float, float, int]:
+    """Run a command; returns (exit, wall s, CPU s of the process, peak RSS bytes)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu, peak = wait_measured(proc)
+    return proc.returncode, time.monotonic() - started, cpu, peak
 
 
 def cpu_of(pid: int) -> float:

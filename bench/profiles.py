@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -25,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_of, peak_rss  # noqa: E402
+from bench.common import cpu_of, wait_measured  # noqa: E402
 from tpdump.config import PROFILES  # noqa: E402
 from tpdump.sim.cli import start_in_subprocess  # noqa: E402
 
@@ -41,21 +40,14 @@ def run(cmd: list[str]) -> tuple[int, float, float, int, str]:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         guard = threading.Timer(KILL_AFTER, proc.kill)
         guard.start()
-        peak = 0  # the child's own VmHWM (ru_maxrss would carry this process's over)
         try:
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                peak = max(peak, peak_rss(proc.pid))
-                time.sleep(0.02)
+            cpu, peak = wait_measured(proc)
         finally:
             guard.cancel()
         wall = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         tail = err.read().decode(errors="replace")[-2000:]
-    return (proc.returncode, wall, usage.ru_utime + usage.ru_stime, peak, tail)
+    return proc.returncode, wall, cpu, peak, tail
 
 
 

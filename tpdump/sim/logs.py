@@ -145,10 +145,8 @@ _SEC2 = [f"{i:02d}" for i in range(60)]
 _MS3 = [f"{i:03d}" for i in range(1000)]
 
 
-def stamp_ms(ts: float) -> str:
-    """`2026-11-26T21:00:00.123Z`, by integer arithmetic (millions of lines are stamped)."""
-    sec = int(ts)
-    ms = min(999, round((ts - sec) * 1_000_000) // 1000)
+def _clock(sec: int) -> str:
+    """`2026-11-26T21:00:00` of whole seconds since the epoch (the date made once a day)."""
     day, rem = divmod(sec, 86400)
     date = _DAYS.get(day)
     if date is None:
@@ -156,7 +154,14 @@ def stamp_ms(ts: float) -> str:
             "%Y-%m-%dT")
     hour, rem = divmod(rem, 3600)
     minute, second = divmod(rem, 60)
-    return f"{date}{hour:02d}:{minute:02d}:{second:02d}.{ms:03d}Z"
+    return f"{date}{hour:02d}:{minute:02d}:{second:02d}"
+
+
+def stamp_ms(ts: float) -> str:
+    """`2026-11-26T21:00:00.123Z`, by integer arithmetic (millions of lines are stamped)."""
+    sec = int(ts)
+    ms = min(999, round((ts - sec) * 1_000_000) // 1000)
+    return f"{_clock(sec)}.{ms:03d}Z"
 
 
 def stamp_s(ts: float) -> str:
@@ -167,14 +172,7 @@ def stamp_s(ts: float) -> str:
     sec = int(ts)
     if round((ts - sec) * 1e6) >= 1_000_000:
         sec += 1
-    day, rem = divmod(sec, 86400)
-    date = _DAYS.get(day)
-    if date is None:
-        date = _DAYS[day] = dt.datetime.fromtimestamp(day * 86400, dt.UTC).strftime(
-            "%Y-%m-%dT")
-    hour, rem = divmod(rem, 3600)
-    minute, second = divmod(rem, 60)
-    return f"{date}{hour:02d}:{minute:02d}:{second:02d}Z"
+    return f"{_clock(sec)}Z"
 
 
 def secret_positions(n: int) -> dict[int, str]:
