@@ -16,16 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def peak_rss(pid: int) -> int:
-    """VmHWM of a live process in bytes (0 once it has exited)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+from tests.integration.helpers import peak_rss_kb  # noqa: E402
 
 
 def wait_measured(proc: subprocess.Popen[bytes]) -> tuple[float, int]:
@@ -38,7 +29,7 @@ def wait_measured(proc: subprocess.Popen[bytes]) -> tuple[float, int]:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
-        peak = max(peak, peak_rss(proc.pid))
+        peak = max(peak, peak_rss_kb(proc.pid) * 1024)
         time.sleep(0.02)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return usage.ru_utime + usage.ru_stime, peak

@@ -323,7 +323,8 @@ class Run(ABC):
 _FANOUT_GEN0 = 20_000
 _FANOUT_FULL_EVERY = 500  # nodes done between full collections (their SSH connections'
 # objects are reference cycles: they would wait for one)
-_fanout: list[tuple[int, int, int]] = []  # the thresholds to restore, one per run inside
+_fanout_runs = 0  # runs of this process in their fan-out (they overlap under serve)
+_fanout_saved = (700, 10, 10)  # the thresholds to put back when the last one leaves
 
 
 @contextlib.contextmanager
@@ -332,20 +333,19 @@ def fanout_gc() -> Iterator[None]:
     the first generation is collected every 20,000 allocations instead of 700. Both are
     undone when the last run of the process that is in its fan-out leaves it (runs may
     overlap under `tpdump serve`)."""
-    if not _fanout:
+    global _fanout_runs, _fanout_saved
+    if _fanout_runs == 0:
         gc.collect()
         gc.freeze()
-        old = gc.get_threshold()
-        gc.set_threshold(max(old[0], _FANOUT_GEN0), old[1], old[2])
-    else:
-        old = _fanout[0]
-    _fanout.append(old)
+        _fanout_saved = gc.get_threshold()
+        gc.set_threshold(max(_fanout_saved[0], _FANOUT_GEN0), *_fanout_saved[1:])
+    _fanout_runs += 1
     try:
         yield
     finally:
-        _fanout.pop()
-        if not _fanout:
-            gc.set_threshold(*old)
+        _fanout_runs -= 1
+        if _fanout_runs == 0:
+            gc.set_threshold(*_fanout_saved)
             gc.unfreeze()
 
 
