@@ -28,7 +28,7 @@ from tpdump.sim.objects import Objects
 from tpdump.sim.scenario import Scenario, ScenarioError, load_scenario
 from tpdump.sim.ssh import SSHCluster
 from tpdump.sim.vfs import FSBuilder
-from tpdump.transport import _skip_disabled_asyncssh_logging
+from tpdump.transport import tune_asyncssh
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SSH_LOGIN = "tpdump"
@@ -43,9 +43,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--state-dir", required=True,
                         help="directory for tpdump.yaml, tctl, keys, ready, ...")
     args = parser.parse_args(argv)
-    # asyncssh formats every packet's log arguments even when logging is off: the
-    # simulator's CPU is benchmark noise, so check the level first, as tpdump does.
-    _skip_disabled_asyncssh_logging()
+    # The simulator's CPU is benchmark noise: asyncssh checks the log level before it
+    # formats a packet's log, and sends no ignore packets under AEAD ciphers (as Go's
+    # x/crypto/ssh in Teleport never does), as in tpdump.
+    tune_asyncssh()
     try:
         scenario = load_scenario(args.scenario)
     except ScenarioError as exc:
