@@ -828,21 +828,50 @@ def wanted_at_dump_time(name: str) -> bool:
          "/error.txt")) or ("/logs/" in name and name.endswith(".log")))
 
 
+def _wanted_but_logs(name: str) -> bool:
+    return wanted_at_dump_time(name) and not _is_log(name)
+
+
+class LogDigests:
+    """The digest of each log an archive writer writes, made as it is written (the
+    writer's `on_emit`, in its thread, on the bytes as archived: redacted, obfuscated, cut
+    to the size budget). The dump-time analysis then reads no log back: it was a serial
+    step at the end of every run (4.3 s of a 31 s run of 1,000 nodes with 3,000-line
+    logs). Only digests with ERROR lines are kept, as only they can make a finding: a big
+    healthy cluster costs no memory here."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, bytes] = {}
+
+    def __call__(self, path: str, data: bytes) -> None:
+        if _is_log(path):
+            digest = log_digest(data)
+            if digest["errors"]:
+                self.found[path + DIGEST] = json.dumps(digest).encode()
+
+
 def _dump_time_findings(partial: list[Path] | None, tail: bytes, node_files: Mapping[str, bytes],
-                        now: float, stop: Callable[[], bool] | None = None
-                        ) -> list[dict[str, Any]]:
-    files = {} if partial is None else partial_files(
-        partial, wanted_at_dump_time, tail, reduce=reduce_at_dump_time, stop=stop)
+                        now: float, stop: Callable[[], bool] | None = None,
+                        digests: Mapping[str, bytes] | None = None) -> list[dict[str, Any]]:
+    if digests is None:  # logs are read back and summarised as they are read
+        wanted, reduce = wanted_at_dump_time, reduce_at_dump_time
+    else:
+        wanted, reduce = _wanted_but_logs, None
+    files = {} if partial is None else partial_files(partial, wanted, tail, reduce=reduce,
+                                                     stop=stop)
+    files.update(digests or {})
     files.update(node_files)
     return [f.as_dict() for f in analyze(files, now, stop=stop)]
 
 
 async def at_dump_time(writer: Any, node_files: Mapping[str, bytes], now: float,
                        budget: float = 20.0,
-                       stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+                       stop: Callable[[], bool] | None = None,
+                       digests: Mapping[str, bytes] | None = None) -> list[dict[str, Any]]:
     """Findings for the report of a run: the files written so far (read back from the
     partial archive, its parts in order: tar.gz only; zip: node.json only) plus each node's
-    node.json. Call when the writer is idle (settled). In a worker thread, within `budget`
+    node.json. With `digests` (LogDigests.found, made as the logs were written) no log is
+    read back. Call when the writer is idle (settled). In a worker thread, within `budget`
     seconds, and until `stop()` (polled) holds: then an `info` finding says the analyzers
     were skipped."""
     import anyio
@@ -867,7 +896,7 @@ async def at_dump_time(writer: Any, node_files: Mapping[str, bytes], now: float,
             tg.start_soon(watch, tg.cancel_scope)
             result = await anyio.to_thread.run_sync(_dump_time_findings, partial, tail,
                                                     node_files, now, abandoned.is_set,
-                                                    abandon_on_cancel=True)
+                                                    digests, abandon_on_cancel=True)
             tg.cancel_scope.cancel()
     if result is not None:
         return result

@@ -68,9 +68,12 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 import anyio
+import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from tpdump.errors import ArchiveError, UsageError
+
+log = structlog.get_logger("tpdump.archive")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+=,-]")
 _MAX_COMPONENT = 120
@@ -474,13 +477,15 @@ class ArchiveWriter:
     most that many bytes; `max_size` is a hard cap on all of it (see the module docstring);
     `transform(path, data)` rewrites each file's bytes in the writer thread before size
     decisions and checksums; `path_transform(path)` rewrites each path in add() before it is
-    sanitised (the root is passed already transformed)."""
+    sanitised (the root is passed already transformed); `on_emit(path, data)` is told of
+    each file as written (in the writer thread: after the transform and any cut)."""
 
     def __init__(self, path: Path, root: str, *, buffer: int = 256, fmt: str = "tar.gz",
                  split_size: int | None = None, max_size: int | None = None,
                  transform: Callable[[str, bytes], bytes] | None = None,
                  path_transform: Callable[[str], str] | None = None,
-                 level: int = _LEVEL) -> None:
+                 level: int = _LEVEL,
+                 on_emit: Callable[[str, bytes], None] | None = None) -> None:
         archive_suffix(fmt)  # validates
         if not 1 <= level <= 9:
             raise UsageError(f"compression level {level} is not between 1 and 9")
@@ -494,6 +499,7 @@ class ArchiveWriter:
         self.max_size = max_size
         self.transform = transform
         self.path_transform = path_transform
+        self.on_emit = on_emit
         self.root = safe_component(root)
         self._out = _PartWriter(path, split_size)
         self.partial = self._out.partial_name(1)
@@ -982,6 +988,11 @@ class ArchiveWriter:
         else:
             self._zip_write(name, data)
         self._record(item, data, truncated)
+        if self.on_emit is not None:
+            try:
+                self.on_emit(item.path, data)
+            except Exception:  # the file is written: a failing observer costs it nothing
+                log.exception("archive observer failed", path=item.path)
 
     def _zip_write(self, name: str, data: bytes) -> None:
         assert self._zip is not None

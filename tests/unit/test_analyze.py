@@ -171,6 +171,78 @@ def test_partial_files_reads_many_members_across_chunks_and_stops_when_told(
     assert analyze({}, 0.0, stop=lambda: True) == []
 
 
+def test_log_digests_made_while_writing_give_the_findings_of_reading_back(
+        tmp_path: Path) -> None:
+    """The writer's on_emit digests each log as archived (after the transform: an
+    obfuscated name stays obfuscated), keeps only logs with ERROR lines, and the dump-time
+    analysis with those digests and no log read back finds what reading the logs finds."""
+    import anyio
+
+    from tpdump.archive import ArchiveWriter
+
+    line = "2026-11-26T23:{:02d}:00.000Z {} [NODE:1]    {} host:web-7 caller.go:1"
+    burst = "\n".join(line.format(i % 60, "ERROR" if i % 3 == 0 else "INFO",
+                                   "Dial failed." if i % 2 else "Cache stale.")
+                       for i in range(90)) + "\n"
+    calm = "\n".join(line.format(i % 60, "INFO", "Fine.") for i in range(90)) + "\n"
+    one_error = calm + line.format(1, "ERROR", "Once.") + "\n"
+    digests = an.LogDigests()
+    writer = ArchiveWriter(tmp_path / "d.tar.gz", "root",
+                           transform=lambda _p, data: data.replace(b"web-7", b"host-x"),
+                           on_emit=digests)
+    writer.open()
+    files = {"nodes/a/logs/teleport.log": burst, "nodes/b/logs/teleport.log": calm,
+             "nodes/c/teleport.service/log.txt": one_error,
+             "nodes/c/version.txt": "Teleport v17.4.2\n"}
+
+    async def write() -> list[list[dict[str, Any]]]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            for path, text in files.items():
+                await writer.add(path, text, source="test", priority="log")
+            await writer.settle()
+            node_files = dict([node("a", "n1"), node("b", "n2"), node("c", "n3")])
+            out = [await an.at_dump_time(writer, node_files, NOW, digests=found)
+                   for found in (digests.found, None, {})]
+            await writer.finish_input()
+        return out
+
+    folded, read_back, not_read = anyio.run(write)
+    writer.close()
+    assert sorted(digests.found) == ["nodes/a/logs/teleport.log" + an.DIGEST,
+                                     "nodes/c/teleport.service/log.txt" + an.DIGEST]
+    kept = json.loads(digests.found["nodes/a/logs/teleport.log" + an.DIGEST])
+    assert kept["errors"] == 30 and kept["lines"] == 90
+    assert "host-x" in kept["evidence"][1] and "web-7" not in kept["evidence"][1]
+    assert [f["id"] for f in folded] == ["log_error_burst"]
+    assert folded == read_back
+    assert not_read == []  # given digests, no log is read back from the archive
+
+
+def test_a_failing_on_emit_costs_the_archive_nothing(tmp_path: Path) -> None:
+    import anyio
+
+    from tpdump.archive import ArchiveWriter, read_archive
+
+    def broken(path: str, data: bytes) -> None:
+        raise RuntimeError("observer bug")
+
+    writer = ArchiveWriter(tmp_path / "d.tar.gz", "root", on_emit=broken)
+    writer.open()
+
+    async def write() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            await writer.add("nodes/a/logs/teleport.log", b"x\n", source="test")
+            await writer.add("nodes/a/version.txt", b"v\n", source="test")
+            await writer.finish_input()
+
+    anyio.run(write)
+    writer.close()
+    got = read_archive(writer.path)
+    assert got["nodes/a/logs/teleport.log"] == b"x\n" and got["nodes/a/version.txt"] == b"v\n"
+
+
 def test_dump_time_analysis_stops_when_interrupted() -> None:
     """An interrupt during the analysis: the report gets an info finding at once."""
     import time
