@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/redact_throughput.py
 	$(PY) bench/obfuscate_compare.py
 	$(PY) bench/scale.py
+	$(PY) bench/ssh_floor.py
 
 # A longer fault soak than `make test` runs (tests/soak): 100 dumps of a cluster three times
 # the size, bounded by a 25-minute limit; the figures go to bench/out/soak.json.
