@@ -25,7 +25,7 @@ import anyio
 import asyncssh
 import structlog
 
-from tpdump.analyze import LogDigests
+from tpdump.analyze import DumpTimeFiles
 from tpdump.analyze import at_dump_time as analyze_at_dump_time
 from tpdump.archive import ArchiveWriter, archive_suffix, safe_component
 from tpdump.collectors.cluster import write_cluster, write_objects, write_preflight
@@ -102,7 +102,7 @@ class Run(ABC):
         self.report: dict[str, Any] = {}
         self.kube: KubeSummary | None = None
         self.obfuscator = make_obfuscator(settings)
-        self.digests = LogDigests()  # made as the logs are written, for the analyzers
+        self.seen = DumpTimeFiles()  # what the analyzers read, kept as it is written
         self.estimate: dict[str, Any] | None = None
 
     @property
@@ -251,7 +251,7 @@ class Run(ABC):
             fmt=self.settings.format, split_size=self.settings.split_size,
             max_size=self.settings.max_size, level=self.settings.compress_level,
             transform=None if obf is None else (lambda _path, data: obf.data(data)),
-            path_transform=None if obf is None else obf.path, on_emit=self.digests)
+            path_transform=None if obf is None else obf.path, on_emit=self.seen)
         self.archive.open()
         log.info("archive", path=str(self.archive.partial))
         return self.archive
@@ -279,8 +279,8 @@ class Run(ABC):
                 r.fail("TPD300" if self.interrupted else "TPD301", "not started",
                        "the run ended before this node's turn")
         findings = [] if self.interrupted or self.archive.failed else await analyze_at_dump_time(
-            self.archive, self._node_files(), self.started, FINISH_BUDGET / 3,
-            stop=lambda: self.interrupted, digests=self.digests.found)
+            self.seen, self._node_files(), self.started, FINISH_BUDGET / 3,
+            stop=lambda: self.interrupted)
         facts = RunFacts(
             cluster=self.cluster, started=self.started, finished=time.time(),
             command=self.command, settings=self.settings.as_dict(),

@@ -3,10 +3,7 @@ files of an archive still being written."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tpdump.analyze as an
-from tpdump.analyze import DumpView, _classify, analyze, log_digest, parse_time, partial_files
+from tpdump.analyze import DumpView, _classify, analyze, log_digest, parse_time
 
 NOW = parse_time("2026-11-27T00:00:00Z") or 0.0
 
@@ -119,66 +116,14 @@ def test_a_failing_analyzer_does_not_stop_the_others(monkeypatch: pytest.MonkeyP
     assert [f.id for f in found] == ["clock_offset", "analyzer_failed_boom"]
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def test_partial_files_reads_a_tar_gz_being_written(tmp_path: Path) -> None:
-    """Sync-flushed, not finished: every complete member is read, and the compressor's
-    pending tail completes the stream; only wanted files are kept."""
-    long = "root/nodes/" + "x" * 120 + "/version.txt"
-    tar = _tar({"root/a/version.txt": b"v1", long: b"v2", "root/big.bin": b"z" * 5000,
-                "root/b/version.txt": b"v3"})
-    z = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-    cut = tar.index(b"v3\0") + 1  # the last member is still partly in the compressor
-    body = z.compress(tar[:cut]) + z.flush(zlib.Z_SYNC_FLUSH)
-    path = tmp_path / "x.tar.gz.partial"
-    path.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + body)
-    wanted = lambda p: p.endswith("version.txt")  # noqa: E731
-    got = partial_files(path, wanted, chunk=100)
-    assert got == {"a/version.txt": b"v1", long.split("/", 1)[1]: b"v2"}
-    z2 = z.copy()
-    tail = z2.compress(tar[cut:]) + z2.flush(zlib.Z_SYNC_FLUSH)
-    got = partial_files(path, wanted, tail)
-    assert got["b/version.txt"] == b"v3" and "big.bin" not in got
-
-
-def test_partial_files_reads_many_members_across_chunks_and_stops_when_told(
-        tmp_path: Path) -> None:
-    """Hundreds of members of every size, read in chunks that cut headers and bodies
-    anywhere: each wanted one whole; and a reader told to stop keeps what it had read."""
-    members = {f"root/n{i}/version.txt": bytes([65 + i % 26]) * (i * 37 % 1500)
-               for i in range(300)}
-    members.update({f"root/n{i}/skip.bin": b"s" * (i * 53 % 3000) for i in range(300)})
-    tar = _tar(members)
-    path = tmp_path / "x.tar.gz.partial"
-    path.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-                     + zlib.compress(tar, 6, -zlib.MAX_WBITS))
-    wanted = lambda p: p.endswith("version.txt")  # noqa: E731
-    expected = {k.split("/", 1)[1]: v for k, v in members.items() if wanted(k)}
-    for chunk in (97, 512, 4096, 1 << 16):
-        assert partial_files(path, wanted, chunk=chunk) == expected
-    polls = iter(range(1000))
-    got = partial_files(path, wanted, chunk=512, stop=lambda: next(polls) >= 3)
-    assert 0 < len(got) < len(expected)
-    assert all(expected[k] == v for k, v in got.items())
-    assert analyze({}, 0.0, stop=lambda: True) == []
-
-
-def test_log_digests_made_while_writing_give_the_findings_of_reading_back(
-        tmp_path: Path) -> None:
-    """The writer's on_emit digests each log as archived (after the transform: an
-    obfuscated name stays obfuscated), keeps only logs with ERROR lines, and the dump-time
-    analysis with those digests and no log read back finds what reading the logs finds."""
+def test_dump_time_files_give_the_findings_of_the_finished_archive(tmp_path: Path) -> None:
+    """The writer's on_emit keeps what the analyzers read as it is archived (after the
+    transform: an obfuscated name stays obfuscated): a digest for each log with ERROR
+    lines only, the wanted files, nothing bulky; the dump-time analysis of those finds
+    exactly what analyzing the finished archive finds, in both formats."""
     import anyio
 
-    from tpdump.archive import ArchiveWriter
+    from tpdump.archive import ArchiveWriter, read_archive
 
     line = "2026-11-26T23:{:02d}:00.000Z {} [NODE:1]    {} host:web-7 caller.go:1"
     burst = "\n".join(line.format(i % 60, "ERROR" if i % 3 == 0 else "INFO",
@@ -186,37 +131,52 @@ def test_log_digests_made_while_writing_give_the_findings_of_reading_back(
                        for i in range(90)) + "\n"
     calm = "\n".join(line.format(i % 60, "INFO", "Fine.") for i in range(90)) + "\n"
     one_error = calm + line.format(1, "ERROR", "Once.") + "\n"
-    digests = an.LogDigests()
-    writer = ArchiveWriter(tmp_path / "d.tar.gz", "root",
-                           transform=lambda _p, data: data.replace(b"web-7", b"host-x"),
-                           on_emit=digests)
-    writer.open()
     files = {"nodes/a/logs/teleport.log": burst, "nodes/b/logs/teleport.log": calm,
              "nodes/c/teleport.service/log.txt": one_error,
-             "nodes/c/version.txt": "Teleport v17.4.2\n"}
+             "nodes/c/version.txt": "Teleport v17.4.2\n",
+             "nodes/c/data_dir.txt": "x" * 5000,
+             "cluster/discovery.json": discovery(("x", "auth-1", "v17.4.2", ["auth"]),
+                                                 ("b", "n2", "v15.0.0", ["node"]))[1],
+             "objects/tctl_get_role.yaml": "kind: role\n" * 100}
+    node_files = dict([node("a", "n1"), node("b", "n2"), node("c", "n3")])
 
-    async def write() -> list[list[dict[str, Any]]]:
+    async def write(writer: ArchiveWriter, seen: an.DumpTimeFiles
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
             for path, text in files.items():
                 await writer.add(path, text, source="test", priority="log")
             await writer.settle()
-            node_files = dict([node("a", "n1"), node("b", "n2"), node("c", "n3")])
-            out = [await an.at_dump_time(writer, node_files, NOW, digests=found)
-                   for found in (digests.found, None, {})]
+            out = (await an.at_dump_time(seen, node_files, NOW),
+                   await an.at_dump_time(None, node_files, NOW))
             await writer.finish_input()
         return out
 
-    folded, read_back, not_read = anyio.run(write)
-    writer.close()
-    assert sorted(digests.found) == ["nodes/a/logs/teleport.log" + an.DIGEST,
-                                     "nodes/c/teleport.service/log.txt" + an.DIGEST]
-    kept = json.loads(digests.found["nodes/a/logs/teleport.log" + an.DIGEST])
-    assert kept["errors"] == 30 and kept["lines"] == 90
-    assert "host-x" in kept["evidence"][1] and "web-7" not in kept["evidence"][1]
-    assert [f["id"] for f in folded] == ["log_error_burst"]
-    assert folded == read_back
-    assert not_read == []  # given digests, no log is read back from the archive
+    for fmt in ("tar.gz", "zip"):
+        seen = an.DumpTimeFiles()
+        writer = ArchiveWriter(tmp_path / f"d-{fmt.replace('.', '-')}", "root", fmt=fmt,
+                               transform=lambda _p, data: data.replace(b"web-7", b"host-x"),
+                               on_emit=seen)
+        writer.open()
+        at_dump, nothing_seen = anyio.run(write, writer, seen)
+        writer.close()
+        kept = seen.files()
+        assert sorted(kept) == sorted([
+            "nodes/a/logs/teleport.log" + an.DIGEST,
+            "nodes/c/teleport.service/log.txt" + an.DIGEST, "nodes/c/version.txt",
+            "cluster/discovery.json", "objects/tctl_get_role.yaml"])
+        digest = json.loads(kept["nodes/a/logs/teleport.log" + an.DIGEST])
+        assert digest["errors"] == 30 and digest["lines"] == 90
+        assert "host-x" in digest["evidence"][1] and "web-7" not in digest["evidence"][1]
+        assert kept["objects/tctl_get_role.yaml"] == files["objects/tctl_get_role.yaml"].encode()
+        archived = {**read_archive(writer.path), **node_files}
+        assert at_dump == [f.as_dict() for f in analyze(archived, NOW)]
+        assert {f["id"] for f in at_dump} == {"log_error_burst", "version_skew_behind"}
+        assert [f["id"] for f in nothing_seen] == []  # nothing is read back from the archive
+
+
+def test_a_stopped_analysis_returns_nothing() -> None:
+    assert analyze({}, 0.0, stop=lambda: True) == []
 
 
 def test_a_failing_on_emit_costs_the_archive_nothing(tmp_path: Path) -> None:
