@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import dataclasses
 import gc
 import math
@@ -332,10 +331,10 @@ _fanout_saved = (700, 10, 10)  # the thresholds to put back when the last one le
 
 
 def _malloc_trim() -> Callable[[], bool]:
-    """glibc's malloc_trim(0), or a no-op where there is none."""
+    """glibc's malloc_trim(0), from the symbols already loaded, or a no-op where there
+    is none."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return lambda: False
     trim.argtypes = [ctypes.c_size_t]
